@@ -1,0 +1,200 @@
+// Package dist owns the output directory. Artifacts are assembled in a
+// staging directory inside dist/ and appear at dist/<project>/<version>/
+// in one rename, only after they were verified; a failed or interrupted run
+// leaves at most a hidden staging directory, which the next run removes.
+//
+// Layout (stable; tests assert it):
+//
+//	dist/<project>/<version>/<binary>          the nokmem binary (runc, kubelet)
+//	dist/<project>/<version>/provenance.json   how it was made (schema nokmem.provenance/v1)
+//	dist/<project>/<version>/verify.json       the verification report
+//	dist/<project>/<version>/SHA256SUMS        sha256 of the three files above
+package dist
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// File names inside an artifact directory.
+const (
+	SumsFile       = "SHA256SUMS"
+	ProvenanceFile = "provenance.json"
+	ReportFile     = "verify.json"
+	stagingPrefix  = ".staging-"
+)
+
+// Dir returns dist/<project>/<version>.
+func Dir(root, project, version string) string {
+	return filepath.Join(root, project, version)
+}
+
+// Staging is an artifact being assembled.
+type Staging struct {
+	root, project, version string
+	dir                    string
+}
+
+// CleanStale removes staging directories left by interrupted runs.
+func CleanStale(root string) error {
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), stagingPrefix) {
+			if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// NewStaging creates an empty staging directory under root.
+func NewStaging(root, project, version string) (*Staging, error) {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(root, stagingPrefix+project+"-"+version+"-")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return &Staging{root: root, project: project, version: version, dir: dir}, nil
+}
+
+// Path returns the path of name inside the staging directory.
+func (s *Staging) Path(name string) string { return filepath.Join(s.dir, name) }
+
+// WriteJSON writes v, indented, as name.
+func (s *Staging) WriteJSON(name string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(s.Path(name), append(b, '\n'), 0o644)
+}
+
+// Abort removes the staging directory.
+func (s *Staging) Abort() { os.RemoveAll(s.dir) }
+
+// Publish writes SHA256SUMS over every file and moves the directory into
+// place atomically, replacing any previous artifact of the same version.
+func (s *Staging) Publish() (string, error) {
+	if err := WriteSums(s.dir); err != nil {
+		return "", err
+	}
+	final := Dir(s.root, s.project, s.version)
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return "", err
+	}
+	if _, err := os.Lstat(final); err == nil {
+		// Swap in one step, then drop the old artifact.
+		if err := unix.Renameat2(unix.AT_FDCWD, s.dir, unix.AT_FDCWD, final, unix.RENAME_EXCHANGE); err != nil {
+			return "", fmt.Errorf("publish %s: %w", final, err)
+		}
+		os.RemoveAll(s.dir)
+		return final, nil
+	}
+	if err := os.Rename(s.dir, final); err != nil {
+		return "", fmt.Errorf("publish %s: %w", final, err)
+	}
+	return final, nil
+}
+
+// WriteSums writes dir/SHA256SUMS for every regular file in dir.
+func WriteSums(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var lines []string
+	for _, e := range entries {
+		if e.Name() == SumsFile || !e.Type().IsRegular() {
+			continue
+		}
+		sum, err := FileSHA256(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return err
+		}
+		lines = append(lines, sum+"  "+e.Name())
+	}
+	sort.Slice(lines, func(i, j int) bool { return lines[i][66:] < lines[j][66:] })
+	return os.WriteFile(filepath.Join(dir, SumsFile), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+}
+
+// CheckSums re-hashes every file SHA256SUMS lists and requires that the
+// directory holds exactly those files. It returns the sums by name.
+func CheckSums(dir string) (map[string]string, error) {
+	f, err := os.Open(filepath.Join(dir, SumsFile))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sums := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		sum, name, ok := strings.Cut(sc.Text(), "  ")
+		if !ok || len(sum) != 64 || strings.ContainsAny(name, "/\\") {
+			return nil, fmt.Errorf("%s: malformed line %q", SumsFile, sc.Text())
+		}
+		got, err := FileSHA256(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		if got != sum {
+			return nil, fmt.Errorf("%s: sha256 %s, SHA256SUMS says %s (the artifact was modified)", filepath.Join(dir, name), got, sum)
+		}
+		sums[name] = sum
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if _, ok := sums[e.Name()]; !ok && e.Name() != SumsFile {
+			return nil, fmt.Errorf("%s: %s is not listed in SHA256SUMS", dir, e.Name())
+		}
+	}
+	return sums, sc.Err()
+}
+
+// FileSHA256 hashes a file.
+func FileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// ReadJSON decodes dir/name into v.
+func ReadJSON(dir, name string, v any) error {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}

@@ -1,0 +1,193 @@
+// Package source fetches exactly one upstream tag, shallowly, into a
+// reusable cache, proves that it resolves to the commit the matrix pins, and
+// lays out a fresh git work tree of that commit for the later steps.
+package source
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nokmem/nokmem/internal/run"
+)
+
+// Fetcher fetches tags through git.
+type Fetcher struct {
+	Runner   run.Runner
+	CacheDir string // holds git/<hash of url>.git
+}
+
+// Checkout is a prepared work tree.
+type Checkout struct {
+	URL        string
+	Tag        string
+	Commit     string
+	CommitDate time.Time
+	Dir        string
+}
+
+// MovedTagError reports a tag that no longer points at its pinned commit.
+type MovedTagError struct {
+	URL, Tag, Pinned, Found string
+}
+
+func (e *MovedTagError) Error() string {
+	return fmt.Sprintf("tag %s at %s resolves to commit %s, but the matrix pins %s: the tag moved or the source is not upstream. "+
+		"Treat this as a supply-chain event: find out why before building; nokmem refuses to build it", e.Tag, e.URL, e.Found, e.Pinned)
+}
+
+// UnreachableError reports a source that cannot be fetched from.
+type UnreachableError struct {
+	URL, Tag string
+	Err      error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot fetch tag %s from %s (check the URL or local path, and the network; set NOKMEM_RUNC_REPO to an internal mirror or a local clone): %v", e.Tag, e.URL, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+func (f *Fetcher) git(ctx context.Context, dir string, args ...string) (string, error) {
+	out, err := f.Runner.Run(ctx, run.Cmd{
+		Args: append([]string{"git", "-c", "protocol.file.allow=always", "-c", "advice.detachedHead=false"}, args...),
+		Dir:  dir,
+		Env:  []string{"GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1", "LC_ALL=C"},
+	})
+	return strings.TrimSpace(string(out)), err
+}
+
+// CheckURL rejects repository settings git could read as an option.
+func CheckURL(url string) error {
+	if url == "" {
+		return errors.New("source URL is empty")
+	}
+	if strings.HasPrefix(url, "-") {
+		return fmt.Errorf("source URL %q starts with '-' and would be read by git as an option", url)
+	}
+	if strings.ContainsAny(url, "\x00\n\r") {
+		return fmt.Errorf("source URL %q contains control characters", url)
+	}
+	return nil
+}
+
+// cacheRepo returns the bare cache repository for url, creating it.
+func (f *Fetcher) cacheRepo(ctx context.Context, url string) (string, error) {
+	sum := sha256.Sum256([]byte(url))
+	dir := filepath.Join(f.CacheDir, "git", hex.EncodeToString(sum[:8])+".git")
+	if _, err := os.Stat(filepath.Join(dir, "HEAD")); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".init-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	if _, err := f.git(ctx, "", "init", "-q", "--bare", tmp); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "nokmem-source-url"), []byte(url+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) {
+		if _, statErr := os.Stat(filepath.Join(dir, "HEAD")); statErr != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+// Fetch fetches refs/tags/<tag> at depth 1 from url into the cache and
+// returns the commit it resolves to. It always asks the remote, so a moved
+// tag is seen.
+func (f *Fetcher) Fetch(ctx context.Context, url, tag string) (cache, commit string, err error) {
+	if err := CheckURL(url); err != nil {
+		return "", "", err
+	}
+	if abs, err := filepath.Abs(url); err == nil && !strings.Contains(url, "://") && !strings.Contains(url, "@") {
+		if _, statErr := os.Stat(abs); statErr == nil {
+			url = abs
+		}
+	}
+	cache, err = f.cacheRepo(ctx, url)
+	if err != nil {
+		return "", "", fmt.Errorf("source cache: %w", err)
+	}
+	ref := "refs/tags/" + tag
+	if _, err := f.git(ctx, cache, "fetch", "-q", "--depth=1", "--no-tags", "--force", "--", url, "+"+ref+":"+ref); err != nil {
+		return "", "", &UnreachableError{URL: url, Tag: tag, Err: err}
+	}
+	commit, err = f.git(ctx, cache, "rev-parse", "--verify", "--end-of-options", ref+"^{commit}")
+	if err != nil {
+		return "", "", fmt.Errorf("resolve %s: %w", tag, err)
+	}
+	return cache, commit, nil
+}
+
+// Prepare fetches tag, checks it against pinned and creates a fresh work
+// tree of it at dir (anything there is removed first).
+func (f *Fetcher) Prepare(ctx context.Context, url, tag, pinned, dir string) (*Checkout, error) {
+	cache, commit, err := f.Fetch(ctx, url, tag)
+	if err != nil {
+		return nil, err
+	}
+	if commit != pinned {
+		return nil, &MovedTagError{URL: url, Tag: tag, Pinned: pinned, Found: commit}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	ref := "refs/tags/" + tag
+	steps := [][]string{
+		{"init", "-q", dir},
+		{"-C", dir, "fetch", "-q", "--no-tags", "--", cache, "+" + ref + ":" + ref},
+		{"-C", dir, "checkout", "-q", "--detach", commit},
+	}
+	for _, s := range steps {
+		if _, err := f.git(ctx, "", s...); err != nil {
+			return nil, fmt.Errorf("work tree: %w", err)
+		}
+	}
+	ct, err := f.git(ctx, dir, "log", "-1", "--format=%ct", commit)
+	if err != nil {
+		return nil, err
+	}
+	secs, err := strconv.ParseInt(ct, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("commit date of %s: %w", commit, err)
+	}
+	return &Checkout{URL: url, Tag: tag, Commit: commit, CommitDate: time.Unix(secs, 0).UTC(), Dir: dir}, nil
+}
+
+// Commit records the current state of the work tree as a commit dated like
+// the upstream commit, so that the tree is clean (version scripts that
+// append "-dirty" see no change) and the result is deterministic.
+func (f *Fetcher) Commit(ctx context.Context, c *Checkout, message string) (string, error) {
+	date := strconv.FormatInt(c.CommitDate.Unix(), 10) + " +0000"
+	if _, err := f.git(ctx, c.Dir, "add", "-A"); err != nil {
+		return "", err
+	}
+	_, err := f.Runner.Run(ctx, run.Cmd{
+		Args: []string{"git", "-c", "user.name=nokmem", "-c", "user.email=nokmem@localhost", "-c", "commit.gpgsign=false",
+			"commit", "-q", "--no-verify", "-m", message},
+		Dir: c.Dir,
+		Env: []string{"GIT_AUTHOR_DATE=" + date, "GIT_COMMITTER_DATE=" + date, "GIT_CONFIG_NOSYSTEM=1"},
+	})
+	if err != nil {
+		return "", err
+	}
+	return f.git(ctx, c.Dir, "rev-parse", "HEAD")
+}
