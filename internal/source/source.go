@@ -153,7 +153,7 @@ func (f *Fetcher) Prepare(ctx context.Context, url, tag, pinned, dir string) (*C
 	ref := "refs/tags/" + tag
 	steps := [][]string{
 		{"init", "-q", dir},
-		{"-C", dir, "fetch", "-q", "--no-tags", "--", cache, "+" + ref + ":" + ref},
+		{"-C", dir, "fetch", "-q", "--depth=1", "--no-tags", "--", cache, "+" + ref + ":" + ref},
 		{"-C", dir, "checkout", "-q", "--detach", commit},
 	}
 	for _, s := range steps {

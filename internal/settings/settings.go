@@ -1,0 +1,164 @@
+// Package settings reads nokmem's environment settings, in one place, and
+// validates them all at once. Mage has no optional arguments, so every
+// optional input of a target is one of these variables.
+package settings
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nokmem/nokmem/internal/build"
+	"github.com/nokmem/nokmem/internal/pipeline"
+	"github.com/nokmem/nokmem/internal/run"
+	"github.com/nokmem/nokmem/internal/source"
+)
+
+// Setting documents one environment variable.
+type Setting struct {
+	Name, Default, Help string
+}
+
+// All lists every setting; README and `mage -l` help are written from it.
+var All = []Setting{
+	{"NOKMEM_RUNC_REPO", "https://github.com/opencontainers/runc.git", "git URL or local path of runc (an internal mirror or a local clone)"},
+	{"NOKMEM_CACHE", "$XDG_CACHE_HOME/nokmem or ~/.cache/nokmem", "source cache and work trees"},
+	{"NOKMEM_DIST", "./dist", "output directory"},
+	{"NOKMEM_MATRIX_OVERLAY", "", "extra matrix directory whose <project>.yaml entries add to or replace the project's"},
+	{"NOKMEM_PATCHES_OVERLAY", "", "extra patches directory (with a runc/ subdirectory, or the patches themselves)"},
+	{"NOKMEM_BUILD_MODE", "host", "host (this machine's Go) or container (golang:<era> image through docker)"},
+	{"NOKMEM_GO", "go", "the go binary to build with in host mode"},
+	{"NOKMEM_GO_TOOLCHAIN", "", "a Go toolchain to download through the module proxy, e.g. go1.22.12"},
+	{"NOKMEM_BUILD_IMAGE", "golang:<era>", "container image for container mode (it needs libseccomp-dev for the seccomp tag)"},
+	{"NOKMEM_ALLOW_STATIC_ONLY", "0", "1: accept static verification alone where the dynamic check cannot run (not root, no cgroup v1)"},
+	{"NOKMEM_DYNAMIC", "auto", "verify targets: auto, require or off"},
+}
+
+// Env is the parsed environment.
+type Env struct {
+	RuncRepo         string
+	Cache           string
+	Dist            string
+	MatrixOverlay   string
+	PatchesOverlay  string
+	Mode            build.Mode
+	GoBin           string
+	GoToolchain     string
+	BuildImage      string
+	AllowStaticOnly bool
+	Dynamic         string
+}
+
+// Read parses the environment through getenv, reporting every bad value.
+func Read(getenv func(string) string) (*Env, error) {
+	var errs []error
+	or := func(k, def string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	e := &Env{
+		RuncRepo:        or("NOKMEM_RUNC_REPO", "https://github.com/opencontainers/runc.git"),
+		Dist:           or("NOKMEM_DIST", "dist"),
+		MatrixOverlay:  getenv("NOKMEM_MATRIX_OVERLAY"),
+		PatchesOverlay: getenv("NOKMEM_PATCHES_OVERLAY"),
+		Mode:           build.Mode(or("NOKMEM_BUILD_MODE", "host")),
+		GoBin:          getenv("NOKMEM_GO"),
+		GoToolchain:    getenv("NOKMEM_GO_TOOLCHAIN"),
+		BuildImage:     getenv("NOKMEM_BUILD_IMAGE"),
+		Dynamic:        or("NOKMEM_DYNAMIC", "auto"),
+	}
+	if err := source.CheckURL(e.RuncRepo); err != nil {
+		errs = append(errs, fmt.Errorf("NOKMEM_RUNC_REPO: %w", err))
+	}
+	if e.Mode != build.ModeHost && e.Mode != build.ModeContainer {
+		errs = append(errs, fmt.Errorf("NOKMEM_BUILD_MODE=%q: want host or container", e.Mode))
+	}
+	switch e.Dynamic {
+	case "auto", "require", "off":
+	default:
+		errs = append(errs, fmt.Errorf("NOKMEM_DYNAMIC=%q: want auto, require or off", e.Dynamic))
+	}
+	switch v := getenv("NOKMEM_ALLOW_STATIC_ONLY"); v {
+	case "", "0", "false":
+	case "1", "true":
+		e.AllowStaticOnly = true
+	default:
+		errs = append(errs, fmt.Errorf("NOKMEM_ALLOW_STATIC_ONLY=%q: want 0 or 1", v))
+	}
+	for _, k := range []string{"NOKMEM_MATRIX_OVERLAY", "NOKMEM_PATCHES_OVERLAY"} {
+		if d := getenv(k); d != "" {
+			if st, err := os.Stat(d); err != nil || !st.IsDir() {
+				errs = append(errs, fmt.Errorf("%s=%q: not a directory", k, d))
+			}
+		}
+	}
+	e.Cache = getenv("NOKMEM_CACHE")
+	if e.Cache == "" {
+		base := getenv("XDG_CACHE_HOME")
+		if base == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				errs = append(errs, errors.New("NOKMEM_CACHE is unset and there is no home directory"))
+			}
+			base = filepath.Join(home, ".cache")
+		}
+		e.Cache = filepath.Join(base, "nokmem")
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("bad settings:\n  %s", strings.Join(errStrings(errs), "\n  "))
+	}
+	return e, nil
+}
+
+func errStrings(errs []error) []string {
+	out := make([]string, len(errs))
+	for i, e := range errs {
+		out[i] = e.Error()
+	}
+	return out
+}
+
+// Pipeline turns the settings into a pipeline configuration rooted at the
+// project directory root (where matrix/ and patches/ live).
+func (e *Env) Pipeline(root string) (*pipeline.Config, error) {
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(root, p)
+	}
+	return &pipeline.Config{
+		RepoURL:         e.RuncRepo,
+		CacheDir:        abs(e.Cache),
+		DistDir:         abs(e.Dist),
+		MatrixDir:       filepath.Join(root, "matrix"),
+		PatchesDir:      filepath.Join(root, "patches"),
+		MatrixOverlay:   abs(e.MatrixOverlay),
+		PatchesOverlay:  abs(e.PatchesOverlay),
+		Mode:            e.Mode,
+		GoBin:           e.GoBin,
+		GoToolchain:     e.GoToolchain,
+		BuildImage:      e.BuildImage,
+		AllowStaticOnly: e.AllowStaticOnly,
+		Runner:          run.Local{},
+		Verifier:        pipeline.DefaultVerifier{},
+		Log:             os.Stderr,
+	}, nil
+}
+
+// Help renders the settings table for `mage -l` help and the README.
+func Help() string {
+	var b strings.Builder
+	for _, s := range All {
+		def := s.Default
+		if def == "" {
+			def = "unset"
+		}
+		fmt.Fprintf(&b, "  %-24s %s (default: %s)\n", s.Name, s.Help, def)
+	}
+	return b.String()
+}

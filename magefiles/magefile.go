@@ -1,0 +1,54 @@
+//go:build mage
+
+// nokmem builds runc and kubelet that never write memory.kmem.limit_in_bytes, proves it with a verifier, and publishes only verified binaries. Optional inputs are NOKMEM_* environment variables: run the settings target to list them.
+package main
+
+import (
+	"context"
+
+	"github.com/magefile/mage/mg"
+
+	"github.com/nokmem/nokmem/magefiles/targets"
+)
+
+// Build namespace: build:runc.
+type Build mg.Namespace
+
+// Runc builds, verifies and publishes nokmem runc <version> to dist/runc/<version>/ (reads NOKMEM_RUNC_REPO, NOKMEM_CACHE, NOKMEM_DIST, NOKMEM_*_OVERLAY, NOKMEM_BUILD_MODE, NOKMEM_GO*, NOKMEM_ALLOW_STATIC_ONLY).
+func (Build) Runc(ctx context.Context, version string) error {
+	return targets.BuildRunc(ctx, version)
+}
+
+// Verify namespace: verify:runc, verify:file.
+type Verify mg.Namespace
+
+// Runc re-verifies dist/runc/<version>/runc and writes dist/reports/runc-<version>.verify.json (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY).
+func (Verify) Runc(ctx context.Context, version string) error {
+	return targets.VerifyArtifact(ctx, "runc", version)
+}
+
+// File verifies any binary of <kind> runc or kubelet at <path>, for instance the runc installed on a node (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY).
+func (Verify) File(ctx context.Context, kind, path string) error {
+	return targets.VerifyFile(ctx, kind, path)
+}
+
+// Matrix namespace: matrix:list, matrix:json.
+type Matrix mg.Namespace
+
+// List prints the runc matrix: version, commit, strategy, tags, Go era.
+func (Matrix) List() error { return targets.MatrixList() }
+
+// Json prints the build matrix as JSON for CI (releases that need a build).
+func (Matrix) Json() error { return targets.MatrixJSON() }
+
+// Test runs the test suite (the same command as .ci/run).
+func Test(ctx context.Context) error { return targets.Test(ctx) }
+
+// Bench runs the benchmarks (cache-hit latency and the static verifier).
+func Bench(ctx context.Context) error { return targets.Bench(ctx) }
+
+// Settings lists every NOKMEM_* environment setting with its default.
+func Settings() { targets.PrintSettings() }
+
+// Clean removes dist/ (the cache is kept; remove NOKMEM_CACHE by hand).
+func Clean() error { return targets.Clean() }

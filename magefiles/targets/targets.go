@@ -1,0 +1,204 @@
+// Package targets holds what the Mage targets do: read the settings, call
+// one pipeline package, print the result and render errors in one place.
+// It is a normal package (no mage build tag) so it can be tested.
+package targets
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/magefile/mage/mg"
+
+	"github.com/nokmem/nokmem/internal/dist"
+	"github.com/nokmem/nokmem/internal/pipeline"
+	"github.com/nokmem/nokmem/internal/settings"
+	"github.com/nokmem/nokmem/matrix"
+	"github.com/nokmem/nokmem/verify"
+)
+
+// root is the project directory; Mage runs targets from there.
+func root() string {
+	wd, _ := os.Getwd()
+	return wd
+}
+
+func config() (*settings.Env, *pipeline.Config, error) {
+	env, err := settings.Read(os.Getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := env.Pipeline(root())
+	return env, cfg, err
+}
+
+// fail renders every error of every target: one message, exit status 1.
+func fail(err error) error {
+	if err == nil {
+		return nil
+	}
+	return mg.Fatal(1, "nokmem: "+err.Error())
+}
+
+// BuildRunc is build:runc.
+func BuildRunc(ctx context.Context, version string) error {
+	_, cfg, err := config()
+	if err != nil {
+		return fail(err)
+	}
+	res, err := pipeline.BuildRunc(ctx, cfg, version)
+	if err != nil {
+		return fail(fmt.Errorf("build runc %s: %w", version, err))
+	}
+	state := "built and verified"
+	if res.CacheHit {
+		state = "already built (checksums re-verified)"
+	}
+	fmt.Printf("runc %s %s: %s\n  sha256 %s\n", version, state, res.Binary, res.SHA256)
+	return nil
+}
+
+func verifyOptions(env *settings.Env, kind string) verify.Options {
+	return verify.Options{Project: kind, Dynamic: env.Dynamic, AllowStaticOnly: env.AllowStaticOnly}
+}
+
+// VerifyArtifact is verify:<project> for an artifact in dist/.
+func VerifyArtifact(ctx context.Context, project, version string) error {
+	env, cfg, err := config()
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := matrix.ParseVersion(version); err != nil {
+		return fail(err)
+	}
+	dir := dist.Dir(cfg.DistDir, project, version)
+	if _, err := dist.CheckSums(dir); err != nil {
+		return fail(fmt.Errorf("%s %s: no intact artifact in %s (run build:%s %s first): %w", project, version, dir, project, version, err))
+	}
+	return verifyAndReport(ctx, env, cfg, project, filepath.Join(dir, project), project+"-"+version)
+}
+
+// VerifyFile is verify:file.
+func VerifyFile(ctx context.Context, kind, path string) error {
+	env, cfg, err := config()
+	if err != nil {
+		return fail(err)
+	}
+	if kind != "runc" && kind != "kubelet" {
+		return fail(fmt.Errorf("verify:file: kind %q must be runc or kubelet", kind))
+	}
+	if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
+		return fail(fmt.Errorf("verify:file: %q is not a regular file", path))
+	}
+	sum, err := dist.FileSHA256(path)
+	if err != nil {
+		return fail(err)
+	}
+	return verifyAndReport(ctx, env, cfg, kind, path, "file-"+kind+"-"+sum[:16])
+}
+
+func verifyAndReport(ctx context.Context, env *settings.Env, cfg *pipeline.Config, kind, path, name string) error {
+	rep, err := verify.Verify(ctx, path, verifyOptions(env, kind))
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Print(rep.Summary())
+	out := filepath.Join(cfg.DistDir, "reports", name+".verify.json")
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return fail(err)
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	tmp := out + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return fail(err)
+	}
+	fmt.Println("report:", out)
+	if !rep.Passed {
+		return fail(fmt.Errorf("%s: verdict %s, not verified", path, rep.Verdict))
+	}
+	return nil
+}
+
+func loadMatrix() (*matrix.Matrix, error) {
+	env, err := settings.Read(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return matrix.Load("runc", filepath.Join(root(), "matrix"), env.MatrixOverlay)
+}
+
+// MatrixList is matrix:list.
+func MatrixList() error {
+	m, err := loadMatrix()
+	if err != nil {
+		return fail(err)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "VERSION\tCOMMIT\tSTRATEGY\tTAGS\tGO\tLAYOUT\tPATCHES")
+	for _, r := range m.Releases {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Version, r.Commit[:12], r.Strategy, strings.Join(r.BuildTags, ","), r.Go, r.Layout, strings.Join(r.Patches, ","))
+	}
+	return w.Flush()
+}
+
+// MatrixJSON is matrix:json: {"include":[{"project":"runc","version":…}]}.
+func MatrixJSON() error {
+	m, err := loadMatrix()
+	if err != nil {
+		return fail(err)
+	}
+	type entry struct {
+		Project  string `json:"project"`
+		Version  string `json:"version"`
+		Strategy string `json:"strategy"`
+	}
+	out := struct {
+		Include []entry `json:"include"`
+	}{Include: []entry{}}
+	for _, r := range m.Releases {
+		if r.Strategy != matrix.StrategyNone {
+			out.Include = append(out.Include, entry{"runc", r.Version, string(r.Strategy)})
+		}
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+func goCmd(ctx context.Context, args ...string) error {
+	c := exec.CommandContext(ctx, "go", args...)
+	c.Stdout, c.Stderr, c.Dir = os.Stdout, os.Stderr, root()
+	return c.Run()
+}
+
+// Test is the test target.
+func Test(ctx context.Context) error {
+	return fail(goCmd(ctx, "test", "-count=1", "-timeout=45m", "./..."))
+}
+
+// Bench is the bench target.
+func Bench(ctx context.Context) error {
+	return fail(goCmd(ctx, "test", "-run=^$", "-bench=.", "-benchtime=20x", "./..."))
+}
+
+// PrintSettings is the settings target.
+func PrintSettings() { fmt.Print(settings.Help()) }
+
+// Clean removes the output directory.
+func Clean() error {
+	_, cfg, err := config()
+	if err != nil {
+		return fail(err)
+	}
+	if cfg.DistDir == "" || cfg.DistDir == "/" {
+		return fail(errors.New("refusing to remove NOKMEM_DIST=" + cfg.DistDir))
+	}
+	return fail(os.RemoveAll(cfg.DistDir))
+}
