@@ -285,12 +285,14 @@ func firstLine(s string) string {
 }
 
 type bundleConfig struct {
-	OCIVersion string         `json:"ociVersion"`
-	Process    map[string]any `json:"process"`
-	Root       map[string]any `json:"root"`
-	Hostname   string         `json:"hostname"`
-	Mounts     []any          `json:"mounts"`
-	Linux      map[string]any `json:"linux"`
+	OCIVersion string `json:"ociVersion"`
+	// Platform is required by runc before rc4 (spec 1.0.0-rc5) and ignored later.
+	Platform map[string]string `json:"platform"`
+	Process  map[string]any    `json:"process"`
+	Root     map[string]any    `json:"root"`
+	Hostname string            `json:"hostname"`
+	Mounts   []any             `json:"mounts"`
+	Linux    map[string]any    `json:"linux"`
 }
 
 func writeBundle(dir, cgroupsPath string, kernel int64) error {
@@ -309,6 +311,7 @@ func writeBundle(dir, cgroupsPath string, kernel int64) error {
 	}
 	cfg := bundleConfig{
 		OCIVersion: "1.0.0",
+		Platform:   map[string]string{"os": "linux", "arch": "amd64"},
 		Process: map[string]any{
 			"terminal": false, "user": map[string]any{"uid": 0, "gid": 0},
 			"args": []string{"/init"}, "env": []string{"PATH=/"}, "cwd": "/",
