@@ -77,3 +77,19 @@ func lastLine(b []byte) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return lines[len(lines)-1]
 }
+
+// CheckCgoDeps makes sure the C libraries the tags need are installed
+// before a long build fails on them (host mode only).
+func CheckCgoDeps(ctx context.Context, r run.Runner, tags []string) error {
+	for _, t := range tags {
+		if t != "seccomp" {
+			continue
+		}
+		if _, err := r.Run(ctx, run.Cmd{Args: []string{"pkg-config", "--exists", "libseccomp"}}); err != nil {
+			return fmt.Errorf("the seccomp build tag needs libseccomp and pkg-config: install them " +
+				"(Debian/Ubuntu: apt-get install libseccomp-dev pkg-config; RHEL/CentOS: yum install libseccomp-devel pkgconfig), " +
+				"or build in container mode (NOKMEM_BUILD_MODE=container)")
+		}
+	}
+	return nil
+}

@@ -49,6 +49,11 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 	if err != nil {
 		return nil, &UserError{Msg: err.Error()}
 	}
+	if c.Mode != build.ModeContainer {
+		if err := build.CheckCgoDeps(ctx, c.Runner, rel.BuildTags); err != nil {
+			return nil, &UserError{Msg: err.Error()}
+		}
+	}
 	patchSums := make([]string, len(chosen))
 	for i, p := range chosen {
 		patchSums[i] = p.SHA256

@@ -38,7 +38,7 @@ var All = []Setting{
 
 // Env is the parsed environment.
 type Env struct {
-	RuncRepo         string
+	RuncRepo        string
 	Cache           string
 	Dist            string
 	MatrixOverlay   string
@@ -61,7 +61,7 @@ func Read(getenv func(string) string) (*Env, error) {
 		return def
 	}
 	e := &Env{
-		RuncRepo:        or("NOKMEM_RUNC_REPO", "https://github.com/opencontainers/runc.git"),
+		RuncRepo:       or("NOKMEM_RUNC_REPO", "https://github.com/opencontainers/runc.git"),
 		Dist:           or("NOKMEM_DIST", "dist"),
 		MatrixOverlay:  getenv("NOKMEM_MATRIX_OVERLAY"),
 		PatchesOverlay: getenv("NOKMEM_PATCHES_OVERLAY"),

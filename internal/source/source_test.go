@@ -1,0 +1,71 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nokmem/nokmem/internal/fixture"
+	"github.com/nokmem/nokmem/internal/run"
+)
+
+func TestFetchIsShallowAndPinned(t *testing.T) {
+	r := fixture.NewRuncRepo(t)
+	f := &Fetcher{Runner: run.Local{}, CacheDir: t.TempDir()}
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "work")
+	co, err := f.Prepare(ctx, r.Dir, "v1.0.0-rc9", r.Commits["v1.0.0-rc9"], dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if co.CommitDate.Year() != 2019 {
+		t.Errorf("commit date %v", co.CommitDate)
+	}
+	// Only the one tagged commit was fetched, not the history before it.
+	if n := fixture.Git(t, dir, "rev-list", "--count", "HEAD"); n != "1" {
+		t.Errorf("work tree holds %s commits", n)
+	}
+	cache, _, _ := f.Fetch(ctx, r.Dir, "v1.0.0-rc9")
+	if out := fixture.Git(t, cache, "rev-list", "--all"); strings.Count(out, "\n") != 0 {
+		t.Errorf("cache holds more than the tag:\n%s", out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "VERSION")); string(b) != "1.0.0-rc9\n" {
+		t.Errorf("checkout VERSION %q", b)
+	}
+	// The patched tree is committed, so it is clean.
+	os.WriteFile(filepath.Join(dir, "VERSION"), []byte("patched\n"), 0o644)
+	if _, err := f.Commit(ctx, co, "nokmem: test"); err != nil {
+		t.Fatal(err)
+	}
+	if st := fixture.Git(t, dir, "status", "--porcelain"); st != "" {
+		t.Errorf("tree not clean: %s", st)
+	}
+	// A pin that differs is refused as a moved tag.
+	_, err = f.Prepare(ctx, r.Dir, "v1.0.0-rc9", r.Commits["v1.0.0-rc5"], dir)
+	var moved *MovedTagError
+	if !errors.As(err, &moved) || moved.Found != r.Commits["v1.0.0-rc9"] {
+		t.Fatalf("want MovedTagError, got %v", err)
+	}
+	// An unknown tag is an unreachable-source error that names the tag.
+	_, _, err = f.Fetch(ctx, r.Dir, "v1.0.0-rc77")
+	var un *UnreachableError
+	if !errors.As(err, &un) || !strings.Contains(err.Error(), "v1.0.0-rc77") {
+		t.Fatalf("want UnreachableError, got %v", err)
+	}
+}
+
+func TestCheckURL(t *testing.T) {
+	for _, bad := range []string{"", "-c", "--upload-pack=x", "a\nb"} {
+		if CheckURL(bad) == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	for _, good := range []string{"https://github.com/opencontainers/runc.git", "/srv/mirror/runc.git", "git@host:runc.git"} {
+		if err := CheckURL(good); err != nil {
+			t.Errorf("%q: %v", good, err)
+		}
+	}
+}
