@@ -34,6 +34,8 @@ var All = []Setting{
 	{"NOKMEM_BUILD_IMAGE", "golang:<era>", "container image for container mode (it needs libseccomp-dev for the seccomp tag)"},
 	{"NOKMEM_ALLOW_STATIC_ONLY", "0", "1: accept static verification alone where the dynamic check cannot run (not root, no cgroup v1)"},
 	{"NOKMEM_DYNAMIC", "auto", "verify targets: auto, require or off"},
+	{"NOKMEM_VERIFY_RUNTIME", "auto", "verify targets: docker (the verifier image), host, or auto (docker when an engine answers)"},
+	{"NOKMEM_DOCKER_PRIVILEGED", "1", "0: run the verifier container with every capability but SYS_RESOURCE instead of --privileged"},
 }
 
 // Env is the parsed environment.
@@ -49,6 +51,8 @@ type Env struct {
 	BuildImage      string
 	AllowStaticOnly bool
 	Dynamic         string
+	VerifyRuntime   string
+	Privileged      bool
 }
 
 // Read parses the environment through getenv, reporting every bad value.
@@ -70,6 +74,20 @@ func Read(getenv func(string) string) (*Env, error) {
 		GoToolchain:    getenv("NOKMEM_GO_TOOLCHAIN"),
 		BuildImage:     getenv("NOKMEM_BUILD_IMAGE"),
 		Dynamic:        or("NOKMEM_DYNAMIC", "auto"),
+		VerifyRuntime:  or("NOKMEM_VERIFY_RUNTIME", "auto"),
+		Privileged:     true,
+	}
+	switch e.VerifyRuntime {
+	case "auto", "host", "docker":
+	default:
+		errs = append(errs, fmt.Errorf("NOKMEM_VERIFY_RUNTIME=%q: want auto, host or docker", e.VerifyRuntime))
+	}
+	switch v := getenv("NOKMEM_DOCKER_PRIVILEGED"); v {
+	case "", "1", "true":
+	case "0", "false":
+		e.Privileged = false
+	default:
+		errs = append(errs, fmt.Errorf("NOKMEM_DOCKER_PRIVILEGED=%q: want 0 or 1", v))
 	}
 	if err := source.CheckURL(e.RuncRepo); err != nil {
 		errs = append(errs, fmt.Errorf("NOKMEM_RUNC_REPO: %w", err))

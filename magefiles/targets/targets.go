@@ -18,9 +18,11 @@ import (
 
 	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/internal/pipeline"
+	"github.com/nokmem/nokmem/internal/run"
 	"github.com/nokmem/nokmem/internal/settings"
 	"github.com/nokmem/nokmem/matrix"
 	"github.com/nokmem/nokmem/verify"
+	"github.com/nokmem/nokmem/verify/container"
 )
 
 // root is the project directory; Mage runs targets from there.
@@ -103,8 +105,17 @@ func VerifyFile(ctx context.Context, kind, path string) error {
 	return verifyAndReport(ctx, env, cfg, kind, path, "file-"+kind+"-"+sum[:16])
 }
 
-func verifyAndReport(ctx context.Context, env *settings.Env, cfg *pipeline.Config, kind, path, name string) error {
-	rep, err := verify.Verify(ctx, path, verifyOptions(env, kind))
+func verifyAndReport(ctx context.Context, env *settings.Env, cfg *pipeline.Config, kind, path, name string) (err error) {
+	var rep *verify.Report
+	useDocker := env.VerifyRuntime == "docker" ||
+		(env.VerifyRuntime == "auto" && container.Available(ctx, run.Local{}, ""))
+	if useDocker {
+		fmt.Println("verifying in the verifier container (NOKMEM_VERIFY_RUNTIME=host to run on the host)")
+		v := &container.Verifier{Runner: run.Local{}, Root: root(), Privileged: env.Privileged, Dynamic: env.Dynamic, AllowStaticOnly: env.AllowStaticOnly}
+		rep, err = v.Verify(ctx, kind, path)
+	} else {
+		rep, err = verify.Verify(ctx, path, verifyOptions(env, kind))
+	}
 	if err != nil {
 		return fail(err)
 	}
