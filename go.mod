@@ -11,4 +11,7 @@ require (
 	gopkg.in/yaml.v3 v3.0.1
 )
 
-require github.com/magefile/mage v1.17.2 // indirect
+require (
+	github.com/magefile/mage v1.17.2 // indirect
+	golang.org/x/mod v0.42.0 // indirect
+)

@@ -11,7 +11,7 @@ import (
 	"github.com/nokmem/nokmem/magefiles/targets"
 )
 
-// Build namespace: build:runc.
+// Build namespace: build:runc, build:kubelet.
 type Build mg.Namespace
 
 // Runc builds, verifies and publishes nokmem runc <version> to dist/runc/<version>/ (reads NOKMEM_RUNC_REPO, NOKMEM_CACHE, NOKMEM_DIST, NOKMEM_*_OVERLAY, NOKMEM_BUILD_MODE, NOKMEM_GO*, NOKMEM_ALLOW_STATIC_ONLY).
@@ -19,12 +19,22 @@ func (Build) Runc(ctx context.Context, version string) error {
 	return targets.BuildRunc(ctx, version)
 }
 
-// Verify namespace: verify:runc, verify:file.
+// Kubelet builds, verifies and publishes nokmem kubelet <version> (v1.13.12 …) to dist/kubelet/<version>/ (reads NOKMEM_KUBERNETES_REPO, NOKMEM_ALLOW_UNPINNED, NOKMEM_ACCEPT_GO_MISMATCH, NOKMEM_KUBE_VERSION_SUFFIX and the build settings).
+func (Build) Kubelet(ctx context.Context, version string) error {
+	return targets.BuildKubelet(ctx, version)
+}
+
+// Verify namespace: verify:runc, verify:kubelet, verify:file.
 type Verify mg.Namespace
 
 // Runc re-verifies dist/runc/<version>/runc and writes dist/reports/runc-<version>.verify.json (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY).
 func (Verify) Runc(ctx context.Context, version string) error {
 	return targets.VerifyArtifact(ctx, "runc", version)
+}
+
+// Kubelet re-verifies dist/kubelet/<version>/kubelet (static) and its kmem probe (dynamic); report in dist/reports/ (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY).
+func (Verify) Kubelet(ctx context.Context, version string) error {
+	return targets.VerifyArtifact(ctx, "kubelet", version)
 }
 
 // File verifies any binary of <kind> runc or kubelet at <path>, for instance the runc installed on a node (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY).

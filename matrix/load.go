@@ -118,6 +118,10 @@ func Validate(f *File, project string) []error {
 			add("%s: duplicate version", at)
 		}
 		seen[r.Version] = true
+		if project == "kubelet" {
+			errs = append(errs, validateKubelet(at, r)...)
+			continue
+		}
 		if !commitRE.MatchString(r.Commit) {
 			add("%s: commit %q is not a full 40-hex commit id (pin the dereferenced commit, not the tag object)", at, r.Commit)
 		}
@@ -167,6 +171,29 @@ func Validate(f *File, project string) []error {
 				add("%s: patch name %q must be a plain file name in the patches directory", at, p)
 			}
 		}
+	}
+	return errs
+}
+
+// validateKubelet checks a kubelet entry. Its strategy is only an
+// expectation: the pipeline decides from the vendored content and refuses
+// when the two disagree. An empty commit means "unpinned".
+func validateKubelet(at string, r Release) []error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if r.Commit != "" && !commitRE.MatchString(r.Commit) {
+		add("%s: commit %q is not a full 40-hex commit id (leave it empty for an unpinned entry)", at, r.Commit)
+	}
+	if r.Go != "" && !goRE.MatchString(r.Go) {
+		add("%s: go %q is not a Go minor such as \"1.11\"", at, r.Go)
+	}
+	switch r.Strategy {
+	case "", StrategyPatch, StrategyTag, StrategyNone:
+	default:
+		add("%s: strategy %q is not one of patch, tag, none (or empty)", at, r.Strategy)
+	}
+	if len(r.BuildTags) > 0 || r.Layout != "" || len(r.Patches) > 0 {
+		add("%s: buildTags, layout and patches are decided from the vendored content for kubelet; remove them", at)
 	}
 	return errs
 }

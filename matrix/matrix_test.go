@@ -133,3 +133,23 @@ func TestOverlayAddsAndReplaces(t *testing.T) {
 		t.Error("overlay dropped base entries")
 	}
 }
+
+func TestLoadRealKubeletMatrix(t *testing.T) {
+	m, err := Load("kubelet", ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"v1.9.11", "v1.13.12", "v1.14.10", "v1.21.1", "v1.21.2", "v1.21.14"} {
+		if _, ok := m.Lookup(v); !ok {
+			t.Errorf("%s missing", v)
+		}
+	}
+	r, _ := m.Lookup("v1.13.12")
+	if r.Strategy != StrategyPatch {
+		t.Errorf("v1.13.12 expectation %q", r.Strategy)
+	}
+	r, _ = m.Lookup("v1.21.14")
+	if r.Strategy != StrategyNone {
+		t.Errorf("v1.21.14 expectation %q", r.Strategy)
+	}
+}

@@ -229,6 +229,94 @@ func traceIfEnabled(cmd *exec.Cmd, opt DynamicOptions, deadline time.Time, ready
 	return r.ev, r.err
 }
 
+// selfTestFirst runs the self-test and reports an error result if a
+// detector failed it.
+func selfTestFirst(ctx context.Context, res *DynamicResult, opt DynamicOptions) bool {
+	st, err := SelfTest(ctx, res.Mount, opt)
+	res.SelfTest = st
+	if err != nil {
+		res.Status, res.Reason = DynError, "self-test: "+err.Error()
+		return false
+	}
+	for _, d := range st {
+		if !d.Caught {
+			res.Status, res.Reason = DynError, "self-test: the "+d.Detector+" detector did not see the canary's write, so a pass would prove nothing on this host"
+			return false
+		}
+	}
+	return true
+}
+
+// DynamicProbe runs a kubelet probe: a program compiled from the same
+// (patched) Kubernetes tree with the same tags, which creates a memory
+// cgroup through the vendored libcontainer exactly as kubelet's cgroupfs
+// driver creates QoS and pod cgroups (manager.Apply(-1) with a memory
+// limit). Usage of the probe: probe <cgroupsPath>.
+func DynamicProbe(ctx context.Context, probe string, opt DynamicOptions) *DynamicResult {
+	res := &DynamicResult{Kernel: kernelRelease()}
+	if p := HostProblem(); p != "" {
+		res.Status, res.Reason = DynUnavailable, p
+		return res
+	}
+	res.Mount, _ = MemoryMount()
+	if opt.Timeout == 0 {
+		opt.Timeout = 60 * time.Second
+	}
+	if !selfTestFirst(ctx, res, opt) {
+		return res
+	}
+	id := randomName("nokmem-verify-")
+	rr := RunResult{Name: "kubelet-probe", CgroupPath: "/" + id}
+	defer removeCgroupEverywhere(id)
+	fan, err := startFan(res.Mount, opt)
+	if err != nil {
+		res.Status, res.Reason = DynError, err.Error()
+		return res
+	}
+	if fan != nil {
+		defer fan.close()
+		fan.collect(func(p string) bool { return strings.Contains(p, "/"+id+"/") })
+	}
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, probe, rr.CgroupPath)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	events, runErr := traceIfEnabled(cmd, opt, time.Now().Add(opt.Timeout), nil)
+	cgDir := filepath.Join(res.Mount, id)
+	rr.CgroupCreated = exists(cgDir)
+	if kernelBefore4(kernelRelease()) && rr.CgroupCreated {
+		rr.Slabinfo = slabinfoState(cgDir)
+	}
+	if fan != nil {
+		fe, err := fan.stop()
+		rr.UnresolvedFanotify = fan.unopenable
+		if err != nil {
+			res.Status, res.Reason = DynError, err.Error()
+			return res
+		}
+		events = append(events, fe...)
+	}
+	if rr.Slabinfo == "readable" {
+		events = append(events, Event{Detector: "slabinfo", Syscall: "kernel state", Path: filepath.Join(cgDir, "memory.kmem.slabinfo")})
+	}
+	rr.Events = events
+	rr.Output = tail(out.String(), 2000)
+	if runErr != nil {
+		rr.ExitError = runErr.Error()
+	}
+	res.Runs = append(res.Runs, rr)
+	switch {
+	case len(events) > 0:
+		res.Status = DynFail
+		res.Reason = fmt.Sprintf("kubelet probe: %d write(s) to %s observed (%s by pid %d)", len(events), KmemFile, events[0].Syscall, events[0].Pid)
+	case runErr != nil || !rr.CgroupCreated:
+		res.Status = DynError
+		res.Reason = "the probe did not create its memory cgroup, so the kmem code path was not exercised: " + firstLine(rr.ExitError+" "+rr.Output)
+	default:
+		res.Status, res.Reason = DynPass, "the vendored libcontainer created a memory cgroup without writing "+KmemFile+"; both detectors passed the self-test"
+	}
+	return res
+}
+
 // DynamicRunc runs a runc binary's real lifecycle twice (memory limit only,
 // then with a kernel-memory limit) and reports every write to the kmem file.
 func DynamicRunc(ctx context.Context, binary string, opt DynamicOptions) *DynamicResult {
@@ -242,17 +330,8 @@ func DynamicRunc(ctx context.Context, binary string, opt DynamicOptions) *Dynami
 	if opt.Timeout == 0 {
 		opt.Timeout = 60 * time.Second
 	}
-	st, err := SelfTest(ctx, mount, opt)
-	res.SelfTest = st
-	if err != nil {
-		res.Status, res.Reason = DynError, "self-test: "+err.Error()
+	if !selfTestFirst(ctx, res, opt) {
 		return res
-	}
-	for _, d := range st {
-		if !d.Caught {
-			res.Status, res.Reason = DynError, "self-test: the "+d.Detector+" detector did not see the canary's write, so a pass would prove nothing on this host"
-			return res
-		}
 	}
 	for _, kernel := range []int64{0, 32 << 20} {
 		rr, err := runOnce(ctx, binary, mount, kernel, opt)

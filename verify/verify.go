@@ -59,6 +59,9 @@ type Options struct {
 	// AllowStaticOnly lets positive static evidence pass when the dynamic
 	// check cannot run on this host. The report says so.
 	AllowStaticOnly bool
+	// Probe is, for kubelet, the kmem probe built from the same tree (see
+	// DynamicProbe); without it kubelet has no dynamic check.
+	Probe string
 	DynamicOptions
 }
 
@@ -78,8 +81,11 @@ func Verify(ctx context.Context, path string, opt Options) (*Report, error) {
 		r.Dynamic = &DynamicResult{Status: DynOff, Reason: "switched off by the caller"}
 	case opt.Project == "runc":
 		r.Dynamic = DynamicRunc(ctx, path, opt.DynamicOptions)
+	case opt.Project == "kubelet" && opt.Probe != "":
+		r.Dynamic = DynamicProbe(ctx, opt.Probe, opt.DynamicOptions)
 	default:
-		r.Dynamic = &DynamicResult{Status: DynUnavailable, Reason: "no dynamic check for " + opt.Project + " binaries here"}
+		r.Dynamic = &DynamicResult{Status: DynUnavailable, Reason: "a kubelet binary alone cannot be run far enough to create its cgroups here; " +
+			"the dynamic check runs the kmem probe built from the same tree (kept beside an artifact built by nokmem)"}
 	}
 	r.decide(opt)
 	return r, nil

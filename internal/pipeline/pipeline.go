@@ -29,7 +29,8 @@ import (
 // Config is everything a build needs; see internal/settings for where each
 // field comes from.
 type Config struct {
-	RepoURL        string // upstream git URL or local path
+	RepoURL        string // upstream runc git URL or local path
+	KubeRepoURL    string // upstream kubernetes git URL or local path
 	CacheDir       string
 	DistDir        string
 	MatrixDir      string // the project's matrix/
@@ -43,9 +44,16 @@ type Config struct {
 	// AllowStaticOnly accepts static verification alone on hosts where the
 	// dynamic check cannot run.
 	AllowStaticOnly bool
-	Runner          run.Runner
-	Verifier        Verifier
-	Log             io.Writer
+	// AllowUnpinned builds kubelet entries that have no pinned commit.
+	AllowUnpinned bool
+	// AcceptGoMismatch builds kubelet with a host Go whose minor differs
+	// from the release's.
+	AcceptGoMismatch bool
+	// KubeVersionSuffix is appended to KUBE_GIT_VERSION (build metadata).
+	KubeVersionSuffix string
+	Runner            run.Runner
+	Verifier          Verifier
+	Log               io.Writer
 }
 
 // Verifier checks a built binary.

@@ -140,35 +140,43 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 	if err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
-	c.logf("runc %s: verifying", version)
-	rep, err := c.Verifier.Verify(ctx, st.Path("runc"), verify.Options{Project: "runc", AllowStaticOnly: c.AllowStaticOnly})
-	if err != nil {
-		return nil, err
-	}
-	rep.Binary = "runc"
-	if err := st.WriteJSON(dist.ReportFile, rep); err != nil {
-		return nil, err
-	}
-	if !rep.Passed {
-		return nil, &VerificationError{Report: rep}
-	}
-	sum, err := dist.FileSHA256(st.Path("runc"))
-	if err != nil {
-		return nil, err
-	}
-	info, _ := os.Stat(st.Path("runc"))
-	prov := dist.Provenance{
+	prov := &dist.Provenance{
 		Schema: dist.ProvenanceSchema, Project: "runc", Version: version, Strategy: string(rel.Strategy), InputKey: key,
 		Source: dist.SourceInfo{URL: co.URL, Tag: rel.Version, Commit: co.Commit, CommitDate: co.CommitDate,
 			TreeCommit: treeCommit, Matrix: rel.Origin, Pinned: "pinned"},
 		Patches: applied,
 		Build: dist.BuildInfo{Tags: rel.BuildTags, GoRequested: rel.Go, GoUsed: tc.Version, Mode: string(br.Mode),
 			Image: tc.Image, Args: br.Args, Env: br.Env},
-		Output: dist.OutputInfo{File: "runc", SHA256: sum, Size: info.Size()},
 		Checks: map[string]any{"source": check},
-		Verified: dist.VerifiedInfo{Passed: rep.Passed, Verdict: string(rep.Verdict), Dynamic: rep.Dynamic.Status,
-			Notes: rep.Reasons},
 	}
+	return c.verifyAndPublish(ctx, st, prov, "runc", verify.Options{Project: "runc", AllowStaticOnly: c.AllowStaticOnly}, &published)
+}
+
+// verifyAndPublish verifies the binary in the staging directory, writes the
+// report and the provenance, and publishes only a passing artifact.
+func (c *Config) verifyAndPublish(ctx context.Context, st *dist.Staging, prov *dist.Provenance, binary string, opt verify.Options, published *bool) (*Result, error) {
+	c.logf("%s %s: verifying", prov.Project, prov.Version)
+	rep, err := c.Verifier.Verify(ctx, st.Path(binary), opt)
+	if err != nil {
+		return nil, err
+	}
+	rep.Binary = binary
+	if err := st.WriteJSON(dist.ReportFile, rep); err != nil {
+		return nil, err
+	}
+	if !rep.Passed {
+		return nil, &VerificationError{Report: rep}
+	}
+	sum, err := dist.FileSHA256(st.Path(binary))
+	if err != nil {
+		return nil, err
+	}
+	info, err := os.Stat(st.Path(binary))
+	if err != nil {
+		return nil, err
+	}
+	prov.Output = dist.OutputInfo{File: binary, SHA256: sum, Size: info.Size()}
+	prov.Verified = dist.VerifiedInfo{Passed: rep.Passed, Verdict: string(rep.Verdict), Dynamic: rep.Dynamic.Status, Notes: rep.Reasons}
 	if prov.Patches == nil {
 		prov.Patches = []dist.PatchInfo{}
 	}
@@ -179,9 +187,9 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	published = true
-	c.logf("runc %s: published %s (sha256 %s)", version, final, sum)
-	return &Result{Dir: final, Binary: filepath.Join(final, "runc"), SHA256: sum, Report: rep}, nil
+	*published = true
+	c.logf("%s %s: published %s (sha256 %s)", prov.Project, prov.Version, final, sum)
+	return &Result{Dir: final, Binary: filepath.Join(final, binary), SHA256: sum, Report: rep}, nil
 }
 
 func overlayDir(dir, project string) string {

@@ -24,6 +24,10 @@ type Setting struct {
 // All lists every setting; README and `mage -l` help are written from it.
 var All = []Setting{
 	{"NOKMEM_RUNC_REPO", "https://github.com/opencontainers/runc.git", "git URL or local path of runc (an internal mirror or a local clone)"},
+	{"NOKMEM_KUBERNETES_REPO", "https://github.com/kubernetes/kubernetes.git", "git URL or local path of kubernetes (only the tag is fetched, at depth 1)"},
+	{"NOKMEM_ALLOW_UNPINNED", "0", "1: build kubelet releases without a pinned commit (loud warning; provenance says unpinned)"},
+	{"NOKMEM_ACCEPT_GO_MISMATCH", "0", "1: build kubelet with a host Go whose minor differs from the release's"},
+	{"NOKMEM_KUBE_VERSION_SUFFIX", "", "build metadata appended to the kubelet version, e.g. +nokmem.1 (never a - suffix)"},
 	{"NOKMEM_CACHE", "$XDG_CACHE_HOME/nokmem or ~/.cache/nokmem", "source cache and work trees"},
 	{"NOKMEM_DIST", "./dist", "output directory"},
 	{"NOKMEM_MATRIX_OVERLAY", "", "extra matrix directory whose <project>.yaml entries add to or replace the project's"},
@@ -40,19 +44,23 @@ var All = []Setting{
 
 // Env is the parsed environment.
 type Env struct {
-	RuncRepo        string
-	Cache           string
-	Dist            string
-	MatrixOverlay   string
-	PatchesOverlay  string
-	Mode            build.Mode
-	GoBin           string
-	GoToolchain     string
-	BuildImage      string
-	AllowStaticOnly bool
-	Dynamic         string
-	VerifyRuntime   string
-	Privileged      bool
+	RuncRepo         string
+	KubeRepo         string
+	AllowUnpinned    bool
+	AcceptGoMismatch bool
+	KubeSuffix       string
+	Cache            string
+	Dist             string
+	MatrixOverlay    string
+	PatchesOverlay   string
+	Mode             build.Mode
+	GoBin            string
+	GoToolchain      string
+	BuildImage       string
+	AllowStaticOnly  bool
+	Dynamic          string
+	VerifyRuntime    string
+	Privileged       bool
 }
 
 // Read parses the environment through getenv, reporting every bad value.
@@ -66,6 +74,8 @@ func Read(getenv func(string) string) (*Env, error) {
 	}
 	e := &Env{
 		RuncRepo:       or("NOKMEM_RUNC_REPO", "https://github.com/opencontainers/runc.git"),
+		KubeRepo:       or("NOKMEM_KUBERNETES_REPO", "https://github.com/kubernetes/kubernetes.git"),
+		KubeSuffix:     getenv("NOKMEM_KUBE_VERSION_SUFFIX"),
 		Dist:           or("NOKMEM_DIST", "dist"),
 		MatrixOverlay:  getenv("NOKMEM_MATRIX_OVERLAY"),
 		PatchesOverlay: getenv("NOKMEM_PATCHES_OVERLAY"),
@@ -100,12 +110,20 @@ func Read(getenv func(string) string) (*Env, error) {
 	default:
 		errs = append(errs, fmt.Errorf("NOKMEM_DYNAMIC=%q: want auto, require or off", e.Dynamic))
 	}
-	switch v := getenv("NOKMEM_ALLOW_STATIC_ONLY"); v {
-	case "", "0", "false":
-	case "1", "true":
-		e.AllowStaticOnly = true
-	default:
-		errs = append(errs, fmt.Errorf("NOKMEM_ALLOW_STATIC_ONLY=%q: want 0 or 1", v))
+	if err := source.CheckURL(e.KubeRepo); err != nil {
+		errs = append(errs, fmt.Errorf("NOKMEM_KUBERNETES_REPO: %w", err))
+	}
+	for _, b := range []struct {
+		name string
+		dst  *bool
+	}{{"NOKMEM_ALLOW_STATIC_ONLY", &e.AllowStaticOnly}, {"NOKMEM_ALLOW_UNPINNED", &e.AllowUnpinned}, {"NOKMEM_ACCEPT_GO_MISMATCH", &e.AcceptGoMismatch}} {
+		switch v := getenv(b.name); v {
+		case "", "0", "false":
+		case "1", "true":
+			*b.dst = true
+		default:
+			errs = append(errs, fmt.Errorf("%s=%q: want 0 or 1", b.name, v))
+		}
 	}
 	for _, k := range []string{"NOKMEM_MATRIX_OVERLAY", "NOKMEM_PATCHES_OVERLAY"} {
 		if d := getenv(k); d != "" {
@@ -150,21 +168,25 @@ func (e *Env) Pipeline(root string) (*pipeline.Config, error) {
 		return filepath.Join(root, p)
 	}
 	return &pipeline.Config{
-		RepoURL:         e.RuncRepo,
-		CacheDir:        abs(e.Cache),
-		DistDir:         abs(e.Dist),
-		MatrixDir:       filepath.Join(root, "matrix"),
-		PatchesDir:      filepath.Join(root, "patches"),
-		MatrixOverlay:   abs(e.MatrixOverlay),
-		PatchesOverlay:  abs(e.PatchesOverlay),
-		Mode:            e.Mode,
-		GoBin:           e.GoBin,
-		GoToolchain:     e.GoToolchain,
-		BuildImage:      e.BuildImage,
-		AllowStaticOnly: e.AllowStaticOnly,
-		Runner:          run.Local{},
-		Verifier:        pipeline.DefaultVerifier{},
-		Log:             os.Stderr,
+		RepoURL:           e.RuncRepo,
+		KubeRepoURL:       e.KubeRepo,
+		AllowUnpinned:     e.AllowUnpinned,
+		AcceptGoMismatch:  e.AcceptGoMismatch,
+		KubeVersionSuffix: e.KubeSuffix,
+		CacheDir:          abs(e.Cache),
+		DistDir:           abs(e.Dist),
+		MatrixDir:         filepath.Join(root, "matrix"),
+		PatchesDir:        filepath.Join(root, "patches"),
+		MatrixOverlay:     abs(e.MatrixOverlay),
+		PatchesOverlay:    abs(e.PatchesOverlay),
+		Mode:              e.Mode,
+		GoBin:             e.GoBin,
+		GoToolchain:       e.GoToolchain,
+		BuildImage:        e.BuildImage,
+		AllowStaticOnly:   e.AllowStaticOnly,
+		Runner:            run.Local{},
+		Verifier:          pipeline.DefaultVerifier{},
+		Log:               os.Stderr,
 	}, nil
 }
 

@@ -135,13 +135,14 @@ func (f *Fetcher) Fetch(ctx context.Context, url, tag string) (cache, commit str
 }
 
 // Prepare fetches tag, checks it against pinned and creates a fresh work
-// tree of it at dir (anything there is removed first).
+// tree of it at dir (anything there is removed first). An empty pinned
+// accepts whatever the tag resolves to (an unpinned matrix entry).
 func (f *Fetcher) Prepare(ctx context.Context, url, tag, pinned, dir string) (*Checkout, error) {
 	cache, commit, err := f.Fetch(ctx, url, tag)
 	if err != nil {
 		return nil, err
 	}
-	if commit != pinned {
+	if pinned != "" && commit != pinned {
 		return nil, &MovedTagError{URL: url, Tag: tag, Pinned: pinned, Found: commit}
 	}
 	if err := os.RemoveAll(dir); err != nil {

@@ -1,0 +1,30 @@
+package pipeline
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nokmem/nokmem/internal/build"
+	"github.com/nokmem/nokmem/internal/patch"
+	"github.com/nokmem/nokmem/internal/run"
+)
+
+func mustPatches(t *testing.T, c *Config) *patch.Set {
+	s, err := patch.LoadDirs(filepath.Join(c.PatchesDir, "runc"), overlayDir(c.PatchesOverlay, "runc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func builder() *build.Builder { return &build.Builder{Runner: run.Local{}} }
+
+func kubeletReq(tree, gopath string, tag bool) *build.KubeletRequest {
+	r := &build.KubeletRequest{Tree: tree, Tag: tag, Version: "v0.0.0", SourceDate: time.Unix(0, 0), Mode: build.ModeHost,
+		Toolchain: build.Toolchain{GoBin: "go", Version: "go"}}
+	if filepath.Base(tree) == "kubernetes" {
+		r.GOPATH = gopath
+	}
+	return r
+}
