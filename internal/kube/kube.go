@@ -103,7 +103,7 @@ func VendoredRunc(tree string) (rev, from string, err error) {
 }
 
 var newManagerRE = regexp.MustCompile(`func NewManager\(cg \*configs\.Cgroup, paths map\[string\]string, rootless bool\)`)
-var managerStructRE = regexp.MustCompile(`(?m)^type Manager struct \{\s*\n\s*Cgroups\s+\*configs\.Cgroup`)
+var managerStructRE = regexp.MustCompile(`(?s)type Manager struct \{[^}]*\bCgroups\s+\*configs\.Cgroup`)
 
 // Identify decides the treatment of tree from its vendored content.
 func Identify(tree string, patches *patch.Set) (*Identification, error) {
