@@ -1,0 +1,295 @@
+// Package packaging turns verified artifacts in dist/ into RPM (el7) and
+// DEB packages with nfpm. It refuses any artifact whose SHA256SUMS does not
+// match or whose verification report did not pass.
+//
+// runc is packaged as runc-nokmem: /usr/bin/runc-nokmem beside the runc
+// that containerd.io or docker own (no file conflicts), with configuration
+// snippets that point docker or containerd at it and say how to roll back.
+// kubelet is packaged as a drop-in for the upstream kubelet package: same
+// name, same paths, a release that sorts after upstream's ("0" / "00").
+package packaging
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+
+	"github.com/goreleaser/nfpm/v2"
+	_ "github.com/goreleaser/nfpm/v2/deb" // register the deb packager
+	_ "github.com/goreleaser/nfpm/v2/rpm" // register the rpm packager
+
+	"github.com/nokmem/nokmem/internal/dist"
+	"github.com/nokmem/nokmem/verify"
+)
+
+// Formats built for every artifact.
+var Formats = []string{"rpm", "deb"}
+
+// DefaultRelease sorts after upstream's "0" (rpm) and "00" (deb).
+const DefaultRelease = "1.nokmem"
+
+// Dir is where packages are written: dist/packages.
+func Dir(distRoot string) string { return filepath.Join(distRoot, "packages") }
+
+// Verified loads an artifact and refuses it unless it is intact and passed
+// verification.
+func Verified(distRoot, project, version string) (string, *dist.Provenance, error) {
+	dir := dist.Dir(distRoot, project, version)
+	if _, err := dist.CheckSums(dir); err != nil {
+		return "", nil, fmt.Errorf("%s %s: no intact artifact in %s (build it first): %w", project, version, dir, err)
+	}
+	var rep verify.Report
+	if err := dist.ReadJSON(dir, dist.ReportFile, &rep); err != nil || !rep.Passed {
+		return "", nil, fmt.Errorf("%s %s: refusing an artifact without a passing verification report (%s)", project, version, filepath.Join(dir, dist.ReportFile))
+	}
+	var prov dist.Provenance
+	if err := dist.ReadJSON(dir, dist.ProvenanceFile, &prov); err != nil {
+		return "", nil, err
+	}
+	if !prov.Verified.Passed {
+		return "", nil, fmt.Errorf("%s %s: the provenance does not record a passed verification", project, version)
+	}
+	return dir, &prov, nil
+}
+
+// PackageVersion maps an upstream tag to a package version that sorts
+// correctly: v1.0.0-rc9 → 1.0.0~rc9 (a tilde sorts before the release,
+// in rpm ≥ 4.10 and dpkg alike), v1.13.12 → 1.13.12.
+func PackageVersion(tag string) string {
+	return strings.Replace(strings.TrimPrefix(tag, "v"), "-", "~", 1)
+}
+
+const configYAML = `name: {{.Name}}
+arch: amd64
+platform: linux
+version: "{{.Version}}"
+version_schema: none
+release: "{{.Release}}"
+maintainer: "nokmem <nokmem@localhost>"
+vendor: nokmem
+homepage: https://github.com/nokmem/nokmem
+license: Apache-2.0
+description: |-
+  {{.Description}}
+mtime: "{{.MTime}}"
+{{- if .Depends}}
+overrides:
+  rpm:
+    depends:
+{{- range .Depends.RPM}}
+      - "{{.}}"
+{{- end}}
+  deb:
+    depends:
+{{- range .Depends.DEB}}
+      - "{{.}}"
+{{- end}}
+{{- end}}
+contents:
+{{- range .Files}}
+  - src: "{{.Src}}"
+    dst: "{{.Dst}}"
+{{- if .Packager}}
+    packager: {{.Packager}}
+{{- end}}
+{{- if .Config}}
+    type: config|noreplace
+{{- end}}
+    file_info:
+      mode: {{.Mode}}
+{{- end}}
+`
+
+type file struct {
+	Src, Dst, Packager string
+	Mode               string
+	Config             bool
+}
+
+type spec struct {
+	Name, Version, Release, Description, MTime string
+	Depends                                    *struct{ RPM, DEB []string }
+	Files                                      []file
+}
+
+// Build writes one package per format for a verified artifact and returns
+// their paths. An existing package file with the same name is replaced
+// only if its content differs and it is not yet published (the mirror
+// refuses changed bytes itself).
+func Build(distRoot, project, version, release string) ([]string, error) {
+	dir, prov, err := Verified(distRoot, project, version)
+	if err != nil {
+		return nil, err
+	}
+	if release == "" {
+		release = DefaultRelease
+	}
+	tmp, err := os.MkdirTemp("", "nokmem-pkg-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	s := spec{Version: PackageVersion(version), Release: release, MTime: prov.Source.CommitDate.Format("2006-01-02T15:04:05Z")}
+	doc := func(name string) []file {
+		var fs []file
+		for _, f := range []string{dist.ProvenanceFile, dist.ReportFile, dist.SumsFile} {
+			fs = append(fs, file{Src: filepath.Join(dir, f), Dst: "/usr/share/doc/" + name + "/" + f, Mode: "0644"})
+		}
+		return fs
+	}
+	switch project {
+	case "runc":
+		s.Name = "runc-nokmem"
+		s.Description = "runc " + version + " built without kernel-memory accounting (nokmem), verified never to write memory.kmem.limit_in_bytes. Installs /usr/bin/runc-nokmem beside the distribution's runc."
+		snippets, err := writeRuncSnippets(tmp)
+		if err != nil {
+			return nil, err
+		}
+		s.Files = append([]file{{Src: filepath.Join(dir, "runc"), Dst: "/usr/bin/runc-nokmem", Mode: "0755"}}, snippets...)
+		s.Files = append(s.Files, doc(s.Name)...)
+	case "kubelet":
+		s.Name = "kubelet"
+		s.Description = "kubelet " + version + " built without kernel-memory accounting in its vendored libcontainer (nokmem), verified. Drop-in replacement for the upstream kubelet package."
+		s.Depends = &struct{ RPM, DEB []string }{
+			RPM: []string{"iptables >= 1.4.21", "kubernetes-cni >= 0.7.5", "socat", "util-linux", "ethtool", "iproute", "ebtables", "conntrack"},
+			DEB: []string{"iptables (>= 1.4.21)", "kubernetes-cni (>= 0.7.5)", "iproute2", "socat", "util-linux", "mount", "ebtables", "ethtool", "conntrack"},
+		}
+		unit := filepath.Join(tmp, "kubelet.service")
+		if err := os.WriteFile(unit, []byte(kubeletUnit), 0o644); err != nil {
+			return nil, err
+		}
+		s.Files = []file{
+			{Src: filepath.Join(dir, "kubelet"), Dst: "/usr/bin/kubelet", Mode: "0755"},
+			{Src: unit, Dst: "/usr/lib/systemd/system/kubelet.service", Packager: "rpm", Mode: "0644"},
+			{Src: unit, Dst: "/lib/systemd/system/kubelet.service", Packager: "deb", Mode: "0644"},
+		}
+		s.Files = append(s.Files, doc(s.Name)...)
+	default:
+		return nil, fmt.Errorf("packaging: unknown project %q", project)
+	}
+	var cfgText bytes.Buffer
+	if err := template.Must(template.New("nfpm").Parse(configYAML)).Execute(&cfgText, s); err != nil {
+		return nil, err
+	}
+	cfg, err := nfpm.Parse(&cfgText)
+	if err != nil {
+		return nil, fmt.Errorf("packaging: nfpm config: %w", err)
+	}
+	out := Dir(distRoot)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return nil, err
+	}
+	var paths []string
+	for _, format := range Formats {
+		info, err := cfg.Get(format)
+		if err != nil {
+			return nil, err
+		}
+		info = nfpm.WithDefaults(info)
+		if err := nfpm.Validate(info); err != nil {
+			return nil, fmt.Errorf("packaging %s: %w", format, err)
+		}
+		pkgr, err := nfpm.Get(format)
+		if err != nil {
+			return nil, err
+		}
+		info.Target = filepath.Join(out, pkgr.ConventionalFileName(info))
+		tmpOut, err := os.CreateTemp(out, ".pkg-*")
+		if err != nil {
+			return nil, err
+		}
+		if err := pkgr.Package(info, tmpOut); err != nil {
+			tmpOut.Close()
+			os.Remove(tmpOut.Name())
+			return nil, fmt.Errorf("packaging %s: %w", format, err)
+		}
+		tmpOut.Close()
+		if err := os.Rename(tmpOut.Name(), info.Target); err != nil {
+			return nil, err
+		}
+		os.Chmod(info.Target, 0o644)
+		paths = append(paths, info.Target)
+	}
+	return paths, nil
+}
+
+const kubeletUnit = `[Unit]
+Description=kubelet: The Kubernetes Node Agent
+Documentation=https://kubernetes.io/docs/
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart=/usr/bin/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+`
+
+const dockerSnippet = `{
+  "runtimes": {
+    "nokmem": { "path": "/usr/bin/runc-nokmem" }
+  },
+  "default-runtime": "nokmem"
+}
+`
+
+const containerdSnippet = `# containerd (config version 2): run CRI containers with runc-nokmem.
+# Enable: copy to /etc/containerd/conf.d/ and make /etc/containerd/config.toml import it
+#   (imports = ["/etc/containerd/conf.d/*.toml"]), then: systemctl restart containerd
+# Roll back: remove the file and restart containerd.
+version = 2
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  BinaryName = "/usr/bin/runc-nokmem"
+`
+
+const snippetReadme = `runc-nokmem: switching a node to it, and back
+=============================================
+
+runc-nokmem is installed as /usr/bin/runc-nokmem and does not replace the
+distribution's /usr/bin/runc. Existing memory cgroups keep kernel-memory
+accounting until they are recreated; a reboot clears what already leaked.
+
+docker
+  Enable:   merge docker-daemon.json into /etc/docker/daemon.json
+            ("runtimes" and "default-runtime"), then: systemctl restart docker
+  Roll back: remove "default-runtime" (or set it to "runc") and restart docker.
+  Check:    docker info --format '{{.DefaultRuntime}}'  → nokmem
+
+containerd (Kubernetes CRI)
+  Enable/roll back: see containerd-runc-nokmem.toml.
+
+Verify any runc on a node with nokmem's verifier:
+  nokmem-verify runc /usr/bin/runc-nokmem
+`
+
+func writeRuncSnippets(tmp string) ([]file, error) {
+	var fs []file
+	for name, content := range map[string]string{
+		"docker-daemon.json":          dockerSnippet,
+		"containerd-runc-nokmem.toml": containerdSnippet,
+		"README":                      snippetReadme,
+	} {
+		p := filepath.Join(tmp, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			return nil, err
+		}
+		fs = append(fs, file{Src: p, Dst: "/usr/share/runc-nokmem/" + name, Mode: "0644"})
+	}
+	sortFiles(fs)
+	return fs, nil
+}
+
+func sortFiles(fs []file) {
+	for i := 1; i < len(fs); i++ {
+		for j := i; j > 0 && fs[j].Dst < fs[j-1].Dst; j-- {
+			fs[j], fs[j-1] = fs[j-1], fs[j]
+		}
+	}
+}
