@@ -51,6 +51,18 @@ func (Matrix) List() error { return targets.MatrixList() }
 // Json prints the build matrix as JSON for CI (releases that need a build).
 func (Matrix) Json() error { return targets.MatrixJSON() }
 
+// Package builds RPM (el7) and DEB packages of every verified artifact into dist/packages/ (reads NOKMEM_PACKAGE_RELEASE).
+func Package() error { return targets.Package() }
+
+// Publish namespace: publish:mirror.
+type Publish mg.Namespace
+
+// Mirror packages every verified artifact and publishes it incrementally to the yum and apt repositories under <dir> (reads NOKMEM_SIGNING_KEY).
+func (Publish) Mirror(ctx context.Context, dir string) error { return targets.PublishMirror(ctx, dir) }
+
+// Release creates or completes GitHub release <tag> with every verified artifact; a dry run unless NOKMEM_PUBLISH=1 (reads NOKMEM_GITHUB_*, GITHUB_TOKEN, NOKMEM_SIGNING_KEY).
+func Release(ctx context.Context, tag string) error { return targets.Release(ctx, tag) }
+
 // Test runs the test suite (the same command as .ci/run).
 func Test(ctx context.Context) error { return targets.Test(ctx) }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nokmem/nokmem/internal/build"
+	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/internal/fixture"
 	"github.com/nokmem/nokmem/internal/packaging"
 	"github.com/nokmem/nokmem/internal/pipeline"
@@ -199,7 +200,13 @@ func TestRefusesUnverifiedArtifact(t *testing.T) {
 	rep := filepath.Join(d, "runc", "v1.0.0-rc9", "verify.json")
 	b, _ := os.ReadFile(rep)
 	os.WriteFile(rep, []byte(strings.Replace(string(b), `"passed": true`, `"passed": false`, 1)), 0o644)
-	if _, err := packaging.Build(d, "runc", "v1.0.0-rc9", ""); err == nil {
-		t.Fatal("tampered artifact packaged")
+	// A modified artifact fails its checksums …
+	if _, err := packaging.Build(d, "runc", "v1.0.0-rc9", ""); err == nil || !strings.Contains(err.Error(), "modified") {
+		t.Fatalf("tampered artifact: %v", err)
+	}
+	// … and one whose checksums agree but whose report failed is refused too.
+	dist.WriteSums(filepath.Dir(rep))
+	if _, err := packaging.Build(d, "runc", "v1.0.0-rc9", ""); err == nil || !strings.Contains(err.Error(), "without a passing verification report") {
+		t.Fatalf("unverified artifact: %v", err)
 	}
 }

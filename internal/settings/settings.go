@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/nokmem/nokmem/internal/build"
@@ -38,6 +39,13 @@ var All = []Setting{
 	{"NOKMEM_BUILD_IMAGE", "golang:<era>", "container image for container mode (it needs libseccomp-dev for the seccomp tag)"},
 	{"NOKMEM_ALLOW_STATIC_ONLY", "0", "1: accept static verification alone where the dynamic check cannot run (not root, no cgroup v1)"},
 	{"NOKMEM_DYNAMIC", "auto", "verify targets: auto, require or off"},
+	{"NOKMEM_PACKAGE_RELEASE", "1.nokmem", "package release field (sorts after upstream's 0 / 00); raise it to republish changed bytes"},
+	{"NOKMEM_SIGNING_KEY", "", "armored OpenPGP private key file; when set, SHA256SUMS of the mirror and the release are signed (.asc)"},
+	{"NOKMEM_SIGNING_PASSPHRASE", "", "passphrase of the signing key, if it is encrypted"},
+	{"NOKMEM_GITHUB_REPO", "", "owner/name of the GitHub repository that release publishes to"},
+	{"NOKMEM_GITHUB_API", "https://api.github.com/", "GitHub (Enterprise) API base URL, e.g. https://ghe.example.com/api/v3/"},
+	{"NOKMEM_GITHUB_UPLOAD", "https://uploads.github.com/", "GitHub (Enterprise) upload URL, e.g. https://ghe.example.com/api/uploads/"},
+	{"NOKMEM_PUBLISH", "0", "1: release really publishes (default: dry run); the token is read from GITHUB_TOKEN and never printed"},
 	{"NOKMEM_VERIFY_RUNTIME", "auto", "verify targets: docker (the verifier image), host, or auto (docker when an engine answers)"},
 	{"NOKMEM_DOCKER_PRIVILEGED", "1", "0: run the verifier container with every capability but SYS_RESOURCE instead of --privileged"},
 }
@@ -49,6 +57,13 @@ type Env struct {
 	AllowUnpinned    bool
 	AcceptGoMismatch bool
 	KubeSuffix       string
+	PackageRelease   string
+	SigningKey       string
+	SigningPass      string
+	GitHubRepo       string
+	GitHubAPI        string
+	GitHubUpload     string
+	Publish          bool
 	Cache            string
 	Dist             string
 	MatrixOverlay    string
@@ -76,6 +91,12 @@ func Read(getenv func(string) string) (*Env, error) {
 		RuncRepo:       or("NOKMEM_RUNC_REPO", "https://github.com/opencontainers/runc.git"),
 		KubeRepo:       or("NOKMEM_KUBERNETES_REPO", "https://github.com/kubernetes/kubernetes.git"),
 		KubeSuffix:     getenv("NOKMEM_KUBE_VERSION_SUFFIX"),
+		PackageRelease: getenv("NOKMEM_PACKAGE_RELEASE"),
+		SigningKey:     getenv("NOKMEM_SIGNING_KEY"),
+		SigningPass:    getenv("NOKMEM_SIGNING_PASSPHRASE"),
+		GitHubRepo:     getenv("NOKMEM_GITHUB_REPO"),
+		GitHubAPI:      getenv("NOKMEM_GITHUB_API"),
+		GitHubUpload:   getenv("NOKMEM_GITHUB_UPLOAD"),
 		Dist:           or("NOKMEM_DIST", "dist"),
 		MatrixOverlay:  getenv("NOKMEM_MATRIX_OVERLAY"),
 		PatchesOverlay: getenv("NOKMEM_PATCHES_OVERLAY"),
@@ -116,7 +137,7 @@ func Read(getenv func(string) string) (*Env, error) {
 	for _, b := range []struct {
 		name string
 		dst  *bool
-	}{{"NOKMEM_ALLOW_STATIC_ONLY", &e.AllowStaticOnly}, {"NOKMEM_ALLOW_UNPINNED", &e.AllowUnpinned}, {"NOKMEM_ACCEPT_GO_MISMATCH", &e.AcceptGoMismatch}} {
+	}{{"NOKMEM_ALLOW_STATIC_ONLY", &e.AllowStaticOnly}, {"NOKMEM_ALLOW_UNPINNED", &e.AllowUnpinned}, {"NOKMEM_ACCEPT_GO_MISMATCH", &e.AcceptGoMismatch}, {"NOKMEM_PUBLISH", &e.Publish}} {
 		switch v := getenv(b.name); v {
 		case "", "0", "false":
 		case "1", "true":
@@ -131,6 +152,12 @@ func Read(getenv func(string) string) (*Env, error) {
 				errs = append(errs, fmt.Errorf("%s=%q: not a directory", k, d))
 			}
 		}
+	}
+	if e.PackageRelease != "" && !regexp.MustCompile(`^[0-9][0-9A-Za-z.+~]*$`).MatchString(e.PackageRelease) {
+		errs = append(errs, fmt.Errorf("NOKMEM_PACKAGE_RELEASE=%q: want a release such as 2.nokmem", e.PackageRelease))
+	}
+	if e.GitHubRepo != "" && !regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`).MatchString(e.GitHubRepo) {
+		errs = append(errs, fmt.Errorf("NOKMEM_GITHUB_REPO=%q: want owner/name", e.GitHubRepo))
 	}
 	e.Cache = getenv("NOKMEM_CACHE")
 	if e.Cache == "" {

@@ -17,9 +17,13 @@ import (
 	"github.com/magefile/mage/mg"
 
 	"github.com/nokmem/nokmem/internal/dist"
+	"github.com/nokmem/nokmem/internal/mirror"
+	"github.com/nokmem/nokmem/internal/packaging"
 	"github.com/nokmem/nokmem/internal/pipeline"
+	"github.com/nokmem/nokmem/internal/release"
 	"github.com/nokmem/nokmem/internal/run"
 	"github.com/nokmem/nokmem/internal/settings"
+	"github.com/nokmem/nokmem/internal/signing"
 	"github.com/nokmem/nokmem/matrix"
 	"github.com/nokmem/nokmem/verify"
 	"github.com/nokmem/nokmem/verify/container"
@@ -201,6 +205,17 @@ func MatrixJSON() error {
 			out.Include = append(out.Include, entry{"runc", r.Version, string(r.Strategy)})
 		}
 	}
+	// kubelet releases are built by CI only once pinned.
+	env, _ := settings.Read(os.Getenv)
+	if km, err := matrix.Load("kubelet", filepath.Join(root(), "matrix"), env.MatrixOverlay); err == nil {
+		for _, r := range km.Releases {
+			if r.Commit != "" && r.Strategy != matrix.StrategyNone {
+				out.Include = append(out.Include, entry{"kubelet", r.Version, string(r.Strategy)})
+			}
+		}
+	} else {
+		return fail(err)
+	}
 	return json.NewEncoder(os.Stdout).Encode(out)
 }
 
@@ -218,6 +233,111 @@ func Test(ctx context.Context) error {
 // Bench is the bench target.
 func Bench(ctx context.Context) error {
 	return fail(goCmd(ctx, "test", "-run=^$", "-bench=.", "-benchtime=20x", "./..."))
+}
+
+func signer(env *settings.Env) (func([]byte) ([]byte, error), error) {
+	if env.SigningKey == "" {
+		return nil, nil
+	}
+	s, err := signing.Load(env.SigningKey, env.SigningPass)
+	if err != nil {
+		return nil, err
+	}
+	return s.Sign, nil
+}
+
+// verifiedArtifacts lists project/version pairs in dist/.
+func verifiedArtifacts(distRoot string) [][2]string {
+	var out [][2]string
+	for _, p := range []string{"runc", "kubelet"} {
+		entries, _ := os.ReadDir(filepath.Join(distRoot, p))
+		for _, e := range entries {
+			if e.IsDir() {
+				out = append(out, [2]string{p, e.Name()})
+			}
+		}
+	}
+	return out
+}
+
+// Package is the package target: RPM and DEB for every artifact in dist/.
+func Package() error {
+	env, cfg, err := config()
+	if err != nil {
+		return fail(err)
+	}
+	arts := verifiedArtifacts(cfg.DistDir)
+	if len(arts) == 0 {
+		return fail(fmt.Errorf("no artifacts in %s: run build:runc or build:kubelet first", cfg.DistDir))
+	}
+	for _, a := range arts {
+		paths, err := packaging.Build(cfg.DistDir, a[0], a[1], env.PackageRelease)
+		if err != nil {
+			return fail(err)
+		}
+		for _, p := range paths {
+			fmt.Println(p)
+		}
+	}
+	return nil
+}
+
+// PublishMirror is publish:mirror.
+func PublishMirror(ctx context.Context, dir string) error {
+	env, cfg, err := config()
+	if err != nil {
+		return fail(err)
+	}
+	if err := Package(); err != nil {
+		return err
+	}
+	sign, err := signer(env)
+	if err != nil {
+		return fail(err)
+	}
+	res, err := (&mirror.Publisher{Runner: run.Local{}, Sign: sign}).Publish(ctx, packaging.Dir(cfg.DistDir), dir)
+	if err != nil {
+		return fail(fmt.Errorf("publish mirror: %w", err))
+	}
+	fmt.Printf("mirror %s: %d added, %d already published\n  yum: baseurl=file://%s\n  apt: deb [trusted=yes] file://%s ./\n",
+		dir, len(res.Added), len(res.Skipped), filepath.Join(dir, mirror.YumDir), filepath.Join(dir, mirror.AptDir))
+	return nil
+}
+
+// Release is the release target.
+func Release(ctx context.Context, tag string) error {
+	env, cfg, err := config()
+	if err != nil {
+		return fail(err)
+	}
+	if tag == "" || strings.ContainsAny(tag, " \t\n/") {
+		return fail(fmt.Errorf("release: %q is not a tag name", tag))
+	}
+	if env.GitHubRepo == "" {
+		return fail(errors.New("release: set NOKMEM_GITHUB_REPO=owner/name"))
+	}
+	sign, err := signer(env)
+	if err != nil {
+		return fail(err)
+	}
+	assets, err := release.Plan(cfg.DistDir, sign)
+	if err != nil {
+		return fail(err)
+	}
+	owner, repo, _ := strings.Cut(env.GitHubRepo, "/")
+	r, err := release.New(release.Options{Owner: owner, Repo: repo, Tag: tag, BaseURL: env.GitHubAPI, UploadURL: env.GitHubUpload,
+		Token: os.Getenv("GITHUB_TOKEN"), Publish: env.Publish, Log: os.Stdout})
+	if err != nil {
+		return fail(err)
+	}
+	out, err := r.Run(ctx, assets)
+	if err != nil {
+		return fail(fmt.Errorf("release %s: %w", tag, err))
+	}
+	if !out.DryRun {
+		fmt.Printf("release %s: %d uploaded, %d already present, published=%v\n", tag, len(out.Uploaded), len(out.Present), out.Published)
+	}
+	return nil
 }
 
 // PrintSettings is the settings target.

@@ -64,3 +64,10 @@ func TestMatrixJSON(t *testing.T) {
 		t.Errorf("matrix:json:\n%s", out)
 	}
 }
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
