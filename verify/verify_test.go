@@ -200,3 +200,15 @@ func assertGone(t *testing.T, dir string) {
 		t.Errorf("left behind: %s", dir)
 	}
 }
+
+func BenchmarkStatic(b *testing.B) {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < b.N; i++ {
+		if _, err := verify.Static(exe); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
