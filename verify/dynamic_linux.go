@@ -229,6 +229,21 @@ func traceIfEnabled(cmd *exec.Cmd, opt DynamicOptions, deadline time.Time, ready
 	return r.ev, r.err
 }
 
+// begin checks the host, fills in defaults and runs the self-test; ok is
+// false when res already holds the final (unavailable or error) result.
+func begin(ctx context.Context, opt DynamicOptions) (*DynamicResult, DynamicOptions, bool) {
+	res := &DynamicResult{Kernel: kernelRelease()}
+	if p := HostProblem(); p != "" {
+		res.Status, res.Reason = DynUnavailable, p
+		return res, opt, false
+	}
+	res.Mount, _ = MemoryMount()
+	if opt.Timeout == 0 {
+		opt.Timeout = 60 * time.Second
+	}
+	return res, opt, selfTestFirst(ctx, res, opt)
+}
+
 // selfTestFirst runs the self-test and reports an error result if a
 // detector failed it.
 func selfTestFirst(ctx context.Context, res *DynamicResult, opt DynamicOptions) bool {
@@ -253,16 +268,8 @@ func selfTestFirst(ctx context.Context, res *DynamicResult, opt DynamicOptions) 
 // driver creates QoS and pod cgroups (manager.Apply(-1) with a memory
 // limit). Usage of the probe: probe <cgroupsPath>.
 func DynamicProbe(ctx context.Context, probe string, opt DynamicOptions) *DynamicResult {
-	res := &DynamicResult{Kernel: kernelRelease()}
-	if p := HostProblem(); p != "" {
-		res.Status, res.Reason = DynUnavailable, p
-		return res
-	}
-	res.Mount, _ = MemoryMount()
-	if opt.Timeout == 0 {
-		opt.Timeout = 60 * time.Second
-	}
-	if !selfTestFirst(ctx, res, opt) {
+	res, opt, ok := begin(ctx, opt)
+	if !ok {
 		return res
 	}
 	id := randomName("nokmem-verify-")
@@ -320,19 +327,11 @@ func DynamicProbe(ctx context.Context, probe string, opt DynamicOptions) *Dynami
 // DynamicRunc runs a runc binary's real lifecycle twice (memory limit only,
 // then with a kernel-memory limit) and reports every write to the kmem file.
 func DynamicRunc(ctx context.Context, binary string, opt DynamicOptions) *DynamicResult {
-	res := &DynamicResult{Kernel: kernelRelease()}
-	if p := HostProblem(); p != "" {
-		res.Status, res.Reason = DynUnavailable, p
+	res, opt, ok := begin(ctx, opt)
+	if !ok {
 		return res
 	}
-	mount, _ := MemoryMount()
-	res.Mount = mount
-	if opt.Timeout == 0 {
-		opt.Timeout = 60 * time.Second
-	}
-	if !selfTestFirst(ctx, res, opt) {
-		return res
-	}
+	mount := res.Mount
 	for _, kernel := range []int64{0, 32 << 20} {
 		rr, err := runOnce(ctx, binary, mount, kernel, opt)
 		if err != nil {

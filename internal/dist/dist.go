@@ -198,3 +198,29 @@ func ReadJSON(dir, name string, v any) error {
 	}
 	return json.Unmarshal(b, v)
 }
+
+// WriteFileAtomic replaces path with data (mode perm) through a temporary
+// file in the same directory and a rename, so readers see the old or the
+// new content, never a part.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -31,6 +31,8 @@ import (
 	"strings"
 
 	"github.com/bluekeyes/go-gitdiff/gitdiff"
+
+	"github.com/nokmem/nokmem/internal/dist"
 )
 
 // Patch is one loaded patch file.
@@ -247,7 +249,7 @@ func (p *Patch) Apply(root, prefix string, known []string) error {
 	if got := SHA256(out.Bytes()); got != p.ResultSHA256 {
 		return fmt.Errorf("patch %s applied to %s gives sha256 %s, not the reviewed result %s; the patch file is inconsistent", p.Name, rel, got, p.ResultSHA256)
 	}
-	return WriteFileAtomic(file, out.Bytes())
+	return writeKeepingMode(file, out.Bytes())
 }
 
 // SHA256 returns the lower-case hex sha256 of data.
@@ -256,27 +258,11 @@ func SHA256(data []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// WriteFileAtomic replaces file with data, keeping its mode.
-func WriteFileAtomic(file string, data []byte) error {
+// writeKeepingMode replaces file with data atomically, keeping its mode.
+func writeKeepingMode(file string, data []byte) error {
 	mode := os.FileMode(0o644)
 	if st, err := os.Stat(file); err == nil {
 		mode = st.Mode().Perm()
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(file), ".nokmem-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), file)
+	return dist.WriteFileAtomic(file, data, mode)
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/nokmem/nokmem/internal/kube"
 	"github.com/nokmem/nokmem/internal/patch"
 	"github.com/nokmem/nokmem/internal/run"
-	"github.com/nokmem/nokmem/internal/source"
 	"github.com/nokmem/nokmem/internal/srccheck"
 	"github.com/nokmem/nokmem/verify"
 )
@@ -48,23 +47,12 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 	if err != nil {
 		return nil, fmt.Errorf("load patches: %w", err)
 	}
-	unlock, err := lock(filepath.Join(c.CacheDir, "locks", "kubelet-"+version+".lock"))
+	f, co, gopath, unlock, err := c.workTree(ctx, "kubelet", c.KubeRepoURL, KubeImportPath, rel)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if err := dist.CleanStale(c.DistDir); err != nil {
-		return nil, err
-	}
-
-	gopath := filepath.Join(c.CacheDir, "work", "kubelet", version, "gopath")
-	tree := filepath.Join(gopath, "src", filepath.FromSlash(KubeImportPath))
-	c.logf("kubelet %s: fetching tag from %s (depth 1)", version, c.KubeRepoURL)
-	f := &source.Fetcher{Runner: c.Runner, CacheDir: c.CacheDir}
-	co, err := f.Prepare(ctx, c.KubeRepoURL, rel.Version, rel.Commit, tree)
-	if err != nil {
-		return nil, fmt.Errorf("source: %w", err)
-	}
+	tree := co.Dir
 	if pinned == "unpinned" {
 		c.logf("kubelet %s: the tag resolved to %s; pin it with \"commit: %s\" in an overlay once reviewed", version, co.Commit, co.Commit)
 	}

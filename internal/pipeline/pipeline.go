@@ -22,6 +22,7 @@ import (
 	"github.com/nokmem/nokmem/internal/build"
 	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/internal/run"
+	"github.com/nokmem/nokmem/internal/source"
 	"github.com/nokmem/nokmem/matrix"
 	"github.com/nokmem/nokmem/verify"
 )
@@ -162,6 +163,33 @@ func lock(path string) (func(), error) {
 		return nil, err
 	}
 	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+}
+
+// workTree locks project/version on this machine, removes staging left by
+// interrupted runs, and prepares a fresh checkout of rel from url at
+// <cache>/work/<project>/<version>/gopath/src/<importPath>, the GOPATH
+// layout pre-module trees need. The caller must call unlock.
+func (c *Config) workTree(ctx context.Context, project, url, importPath string, rel matrix.Release) (f *source.Fetcher, co *source.Checkout, gopath string, unlock func(), err error) {
+	release, err := lock(filepath.Join(c.CacheDir, "locks", project+"-"+rel.Version+".lock"))
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
+	if err = dist.CleanStale(c.DistDir); err != nil {
+		return nil, nil, "", nil, err
+	}
+	gopath = filepath.Join(c.CacheDir, "work", project, rel.Version, "gopath")
+	c.logf("%s %s: fetching the tag from %s (depth 1)", project, rel.Version, url)
+	f = &source.Fetcher{Runner: c.Runner, CacheDir: c.CacheDir}
+	co, err = f.Prepare(ctx, url, rel.Version, rel.Commit, filepath.Join(gopath, "src", filepath.FromSlash(importPath)))
+	if err != nil {
+		return nil, nil, "", nil, fmt.Errorf("source: %w", err)
+	}
+	return f, co, gopath, release, nil
 }
 
 // IsUserError reports errors whose message is complete for a user.

@@ -10,7 +10,6 @@ import (
 	"github.com/nokmem/nokmem/internal/build"
 	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/internal/patch"
-	"github.com/nokmem/nokmem/internal/source"
 	"github.com/nokmem/nokmem/internal/srccheck"
 	"github.com/nokmem/nokmem/matrix"
 	"github.com/nokmem/nokmem/verify"
@@ -66,23 +65,12 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 		return &Result{Dir: outDir, Binary: filepath.Join(outDir, "runc"), SHA256: prov.Output.SHA256, CacheHit: true}, nil
 	}
 
-	unlock, err := lock(filepath.Join(c.CacheDir, "locks", "runc-"+version+".lock"))
+	f, co, gopath, unlock, err := c.workTree(ctx, "runc", c.RepoURL, RuncImportPath, rel)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if err := dist.CleanStale(c.DistDir); err != nil {
-		return nil, err
-	}
-
-	gopath := filepath.Join(c.CacheDir, "work", "runc", version, "gopath")
-	srcDir := filepath.Join(gopath, "src", filepath.FromSlash(RuncImportPath))
-	c.logf("runc %s: fetching tag from %s", version, c.RepoURL)
-	f := &source.Fetcher{Runner: c.Runner, CacheDir: c.CacheDir}
-	co, err := f.Prepare(ctx, c.RepoURL, rel.Version, rel.Commit, srcDir)
-	if err != nil {
-		return nil, fmt.Errorf("source: %w", err)
-	}
+	srcDir := co.Dir
 	treeCommit := co.Commit
 	var applied []dist.PatchInfo
 	if len(chosen) > 0 {
