@@ -190,6 +190,12 @@ func FileSHA256(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// SHA256Hex hashes data.
+func SHA256Hex(data []byte) string {
+	s := sha256.Sum256(data)
+	return hex.EncodeToString(s[:])
+}
+
 // ReadJSON decodes dir/name into v.
 func ReadJSON(dir, name string, v any) error {
 	b, err := os.ReadFile(filepath.Join(dir, name))

@@ -108,10 +108,16 @@ func TestPackagesAndMirror(t *testing.T) {
 	}
 
 	m := filepath.Join(t.TempDir(), "mirror")
-	p := &Publisher{Runner: run.Local{}}
+	signed := 0
+	p := &Publisher{Runner: run.Local{}, Sign: func(b []byte) ([]byte, error) { signed++; return []byte("sig of " + dist.SHA256Hex(b)), nil }}
 	res, err := p.Publish(context.Background(), packaging.Dir(d), m)
 	if err != nil {
 		t.Fatal(err)
+	}
+	sums, _ := os.ReadFile(filepath.Join(m, "SHA256SUMS"))
+	sig, _ := os.ReadFile(filepath.Join(m, "SHA256SUMS.asc"))
+	if signed != 1 || string(sig) != "sig of "+dist.SHA256Hex(sums) || !strings.Contains(string(sums), "yum/el7/x86_64/repodata/repomd.xml") {
+		t.Errorf("mirror SHA256SUMS not covered or not signed:\n%s\n%s", sums, sig)
 	}
 	if len(res.Added) != 2 {
 		t.Fatalf("added %v", res.Added)

@@ -19,8 +19,6 @@ package patch
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -253,10 +251,7 @@ func (p *Patch) Apply(root, prefix string, known []string) error {
 }
 
 // SHA256 returns the lower-case hex sha256 of data.
-func SHA256(data []byte) string {
-	s := sha256.Sum256(data)
-	return hex.EncodeToString(s[:])
-}
+func SHA256(data []byte) string { return dist.SHA256Hex(data) }
 
 // writeKeepingMode replaces file with data atomically, keeping its mode.
 func writeKeepingMode(file string, data []byte) error {

@@ -87,7 +87,7 @@ func Plan(distRoot string, sign func([]byte) ([]byte, error)) ([]Asset, error) {
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			return err
 		}
-		assets = append(assets, Asset{Name: name, Path: p, SHA256: sha(data)})
+		assets = append(assets, Asset{Name: name, Path: p, SHA256: dist.SHA256Hex(data)})
 		return nil
 	}
 	if err := add("SHA256SUMS", sumData); err != nil {
@@ -103,11 +103,6 @@ func Plan(distRoot string, sign func([]byte) ([]byte, error)) ([]Asset, error) {
 		}
 	}
 	return assets, nil
-}
-
-func sha(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }
 
 // Options configure a release.

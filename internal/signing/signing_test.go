@@ -3,6 +3,7 @@ package signing
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -54,5 +55,43 @@ func TestLoadErrors(t *testing.T) {
 	os.WriteFile(p, []byte("not a key"), 0o600)
 	if _, err := Load(p, ""); err == nil {
 		t.Error("junk key accepted")
+	}
+}
+
+// The signature is what gpg itself accepts, and gpg rejects it for other data.
+func TestGPGVerifies(t *testing.T) {
+	if _, err := exec.LookPath("gpg"); err != nil {
+		t.Skip("needs gpg")
+	}
+	s, err := Load(newTestKey(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	data := []byte("0123  runc-nokmem-1.0.0~rc9-1.nokmem.x86_64.rpm\n")
+	sig, _ := s.Sign(data)
+	pub, _ := s.PublicKey()
+	os.WriteFile(filepath.Join(dir, "SHA256SUMS"), data, 0o644)
+	os.WriteFile(filepath.Join(dir, "SHA256SUMS.asc"), sig, 0o644)
+	os.WriteFile(filepath.Join(dir, "key.asc"), pub, 0o644)
+	home := filepath.Join(dir, "gnupg")
+	os.Mkdir(home, 0o700)
+	gpg := func(args ...string) error {
+		cmd := exec.Command("gpg", append([]string{"--batch", "--homedir", home}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Logf("gpg %v: %s", args, out)
+		}
+		return err
+	}
+	if err := gpg("--import", filepath.Join(dir, "key.asc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := gpg("--verify", filepath.Join(dir, "SHA256SUMS.asc"), filepath.Join(dir, "SHA256SUMS")); err != nil {
+		t.Fatal("gpg rejected the signature")
+	}
+	os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte("tampered\n"), 0o644)
+	if err := gpg("--verify", filepath.Join(dir, "SHA256SUMS.asc"), filepath.Join(dir, "SHA256SUMS")); err == nil {
+		t.Fatal("gpg accepted a signature over other data")
 	}
 }
