@@ -188,6 +188,16 @@ func (s *Set) Names() []string {
 	return n
 }
 
+// Fingerprint hashes every loaded patch (name and content), for cache keys
+// of builds whose patch is chosen by content.
+func (s *Set) Fingerprint() string {
+	var b strings.Builder
+	for _, n := range s.Names() {
+		b.WriteString(n + " " + s.byName[n].SHA256 + "\n")
+	}
+	return SHA256([]byte(b.String()))
+}
+
 // ForContent returns the patch whose base is the given content hash, if any.
 func (s *Set) ForContent(target, sum string) (*Patch, bool) {
 	for _, n := range s.Names() {

@@ -24,6 +24,9 @@ const KubeImportPath = "k8s.io/kubernetes"
 // verify:kubelet can repeat the dynamic check.
 const ProbeFile = "kmem-probe"
 
+// kubeKeySchema changes whenever the meaning of the kubelet input key changes.
+const kubeKeySchema = "nokmem-kubelet-key/1"
+
 var suffixRE = regexp.MustCompile(`^\+[0-9A-Za-z.-]+$`)
 
 // BuildKubelet produces a verified nokmem kubelet for version in dist/.
@@ -46,6 +49,26 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 	patches, err := patch.LoadDirs(filepath.Join(c.PatchesDir, "runc"), overlayDir(c.PatchesOverlay, "runc"))
 	if err != nil {
 		return nil, fmt.Errorf("load patches: %w", err)
+	}
+	// A pinned release has fixed inputs, so an intact, verified artifact
+	// built from the same ones is reused. Unpinned ones always rebuild.
+	key := ""
+	if pinned == "pinned" {
+		goKey := c.BuildImage
+		if c.Mode != build.ModeContainer {
+			tc, err := build.ResolveToolchain(ctx, c.Runner, build.ToolchainRequest{Mode: c.Mode, GoBin: c.GoBin, Toolchain: c.GoToolchain})
+			if err != nil {
+				return nil, &UserError{Msg: err.Error()}
+			}
+			goKey = tc.Version
+		}
+		key = inputKey(kubeKeySchema, rel.Version, rel.Commit, rel.Strategy, patches.Fingerprint(), c.KubeVersionSuffix,
+			c.Mode, goKey, c.AllowStaticOnly, c.AcceptGoMismatch)
+		outDir := dist.Dir(c.DistDir, "kubelet", version)
+		if prov, ok := cacheHit(outDir, key); ok {
+			c.logf("kubelet %s: up to date in %s (checksums re-verified)", version, outDir)
+			return &Result{Dir: outDir, Binary: filepath.Join(outDir, "kubelet"), SHA256: prov.Output.SHA256, CacheHit: true}, nil
+		}
 	}
 	f, co, gopath, unlock, err := c.workTree(ctx, "kubelet", c.KubeRepoURL, KubeImportPath, rel)
 	if err != nil {
@@ -148,7 +171,7 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 		return nil, err
 	}
 	prov := &dist.Provenance{
-		Schema: dist.ProvenanceSchema, Project: "kubelet", Version: version, Strategy: id.Strategy,
+		Schema: dist.ProvenanceSchema, Project: "kubelet", Version: version, Strategy: id.Strategy, InputKey: key,
 		Source: dist.SourceInfo{URL: co.URL, Tag: rel.Version, Commit: co.Commit, CommitDate: co.CommitDate,
 			TreeCommit: treeCommit, Matrix: rel.Origin, Pinned: pinned},
 		Patches: applied,

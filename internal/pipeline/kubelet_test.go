@@ -83,6 +83,11 @@ func TestBuildKubeletFixtureEras(t *testing.T) {
 			if verify.HostProblem() == "" && prov.Verified.Dynamic != verify.DynPass {
 				t.Errorf("dynamic %s", prov.Verified.Dynamic)
 			}
+			// Pinned and unchanged: the second build is a cache hit.
+			again, err := BuildKubelet(context.Background(), c, tc.version)
+			if err != nil || !again.CacheHit || again.SHA256 != res.SHA256 {
+				t.Errorf("second build: hit=%v err=%v", again != nil && again.CacheHit, err)
+			}
 		})
 	}
 }

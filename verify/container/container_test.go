@@ -3,9 +3,11 @@ package container
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
+	"github.com/nokmem/nokmem/internal/fixture"
 	"github.com/nokmem/nokmem/internal/run"
 )
 
@@ -44,5 +46,27 @@ func TestAvailable(t *testing.T) {
 	}
 	if Available(context.Background(), fake{errors.New("Cannot connect")}, "") {
 		t.Error("engine that does not answer is available")
+	}
+}
+
+// With a Docker engine (opt-in: none runs on the CI machine), the image
+// catches a kmem-writing build and passes a nokmem one.
+func TestVerifierImageAgainstEngine(t *testing.T) {
+	if !Available(context.Background(), run.Local{}, "") {
+		t.Skip("no Docker engine answers (start one and set DOCKER_HOST to run this test)")
+	}
+	r := fixture.NewRuncRepo(t)
+	v := &Verifier{Runner: run.Local{}, Root: "../..", Privileged: os.Getenv("NOKMEM_DOCKER_PRIVILEGED") != "0"}
+	for _, c := range []struct {
+		tags []string
+		pass bool
+	}{{[]string{"seccomp"}, false}, {[]string{"seccomp", "nokmem"}, true}} {
+		rep, err := v.Verify(context.Background(), "runc", r.BuildRunc(t, "v1.0.0-rc9", c.tags, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Passed != c.pass {
+			t.Errorf("tags %v: passed=%v\n%s", c.tags, rep.Passed, rep.Summary())
+		}
 	}
 }
