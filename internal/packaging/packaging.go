@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/template"
 
@@ -287,9 +288,5 @@ func writeRuncSnippets(tmp string) ([]file, error) {
 }
 
 func sortFiles(fs []file) {
-	for i := 1; i < len(fs); i++ {
-		for j := i; j > 0 && fs[j].Dst < fs[j-1].Dst; j-- {
-			fs[j], fs[j-1] = fs[j-1], fs[j]
-		}
-	}
+	sort.Slice(fs, func(i, j int) bool { return fs[i].Dst < fs[j].Dst })
 }
