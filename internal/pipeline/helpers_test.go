@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,8 +24,8 @@ func builder() *build.Builder { return &build.Builder{Runner: run.Local{}} }
 func kubeletReq(tree, gopath string, tag bool) *build.KubeletRequest {
 	r := &build.KubeletRequest{Tree: tree, Tag: tag, Version: "v0.0.0", SourceDate: time.Unix(0, 0), Mode: build.ModeHost,
 		Toolchain: build.Toolchain{GoBin: "go", Version: "go"}}
-	if filepath.Base(tree) == "kubernetes" {
-		r.GOPATH = gopath
+	if _, err := os.Stat(filepath.Join(tree, "go.mod")); err != nil {
+		r.GOPATH = gopath // pre-module tree, as BuildKubelet decides
 	}
 	return r
 }

@@ -9,7 +9,6 @@ import (
 	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -233,6 +232,3 @@ func treeHash(dir string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
-
-// ErrNoEngine says no Docker engine answered.
-var ErrNoEngine = errors.New("no Docker engine is reachable")
