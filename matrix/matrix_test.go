@@ -152,4 +152,10 @@ func TestLoadRealKubeletMatrix(t *testing.T) {
 	if r.Strategy != StrategyNone {
 		t.Errorf("v1.21.14 expectation %q", r.Strategy)
 	}
+	if r, _ := m.Lookup("v1.21.1"); r.Commit != "5e58841cce77d4bc13713ad2b91fa0d961e69192" {
+		t.Errorf("v1.21.1 pin %q", r.Commit)
+	}
+	if r, _ := m.Lookup("v1.18.20"); r.Commit != "" {
+		t.Error("v1.18.20 has conflicting published commits and must stay unpinned")
+	}
 }
