@@ -24,7 +24,7 @@ func (Build) Kubelet(ctx context.Context, version string) error {
 	return targets.BuildKubelet(ctx, version)
 }
 
-// Verify namespace: verify:runc, verify:kubelet, verify:file.
+// Verify namespace: verify:runc, verify:kubelet, verify:file, verify:host.
 type Verify mg.Namespace
 
 // Runc re-verifies dist/runc/<version>/runc and writes dist/reports/runc-<version>.verify.json (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY).
@@ -36,6 +36,9 @@ func (Verify) Runc(ctx context.Context, version string) error {
 func (Verify) Kubelet(ctx context.Context, version string) error {
 	return targets.VerifyArtifact(ctx, "kubelet", version)
 }
+
+// Host checks that this machine can run the dynamic check (root, cgroup v1 memory hierarchy) and that both detectors catch a canary's write.
+func (Verify) Host(ctx context.Context) error { return targets.VerifyHost(ctx) }
 
 // File verifies any binary of <kind> runc or kubelet at <path>, for instance the runc installed on a node (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY).
 func (Verify) File(ctx context.Context, kind, path string) error {

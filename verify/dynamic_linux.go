@@ -126,6 +126,9 @@ func randomName(prefix string) string {
 	return prefix + hex.EncodeToString(b)
 }
 
+// KernelRelease returns uname -r.
+func KernelRelease() string { return kernelRelease() }
+
 func kernelRelease() string {
 	var u unix.Utsname
 	if unix.Uname(&u) != nil {

@@ -342,6 +342,31 @@ func Release(ctx context.Context, tag string) error {
 	return nil
 }
 
+// VerifyHost is verify:host: can this machine run the dynamic check, and do
+// both detectors see a canary's write here?
+func VerifyHost(ctx context.Context) error {
+	fmt.Printf("kernel: %s\n", verify.KernelRelease())
+	if p := verify.HostProblem(); p != "" {
+		return fail(fmt.Errorf("the dynamic check cannot run here: %s (static checks still work; NOKMEM_ALLOW_STATIC_ONLY=1 accepts them alone)", p))
+	}
+	mount, _ := verify.MemoryMount()
+	fmt.Printf("cgroup v1 memory hierarchy: %s (has %s)\n", mount, verify.KmemFile)
+	checks, err := verify.SelfTest(ctx, mount, verify.DynamicOptions{})
+	if err != nil {
+		return fail(fmt.Errorf("self-test: %w", err))
+	}
+	ok := true
+	for _, c := range checks {
+		fmt.Printf("detector %-9s caught the canary: %v\n", c.Detector, c.Caught)
+		ok = ok && c.Caught
+	}
+	if !ok {
+		return fail(errors.New("a detector failed its self-test: verifications on this host would not be trusted"))
+	}
+	fmt.Println("this host can verify binaries dynamically")
+	return nil
+}
+
 // PrintSettings is the settings target.
 func PrintSettings() { fmt.Print(settings.Help()) }
 

@@ -23,7 +23,7 @@ func TestMageListsEveryTarget(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	for _, target := range []string{"build:runc", "verify:runc", "verify:file", "matrix:list", "matrix:json", "settings", "test", "bench", "clean"} {
+	for _, target := range []string{"build:runc", "verify:runc", "verify:file", "verify:host", "package", "publish:mirror", "release", "build:kubelet", "verify:kubelet", "matrix:list", "matrix:json", "settings", "test", "bench", "clean"} {
 		if !strings.Contains(out, "  "+target+" ") {
 			t.Errorf("mage -l lacks %s:\n%s", target, out)
 		}
