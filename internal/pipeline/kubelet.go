@@ -64,10 +64,8 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 		}
 		key = inputKey(kubeKeySchema, rel.Version, rel.Commit, rel.Strategy, patches.Fingerprint(), c.KubeVersionSuffix,
 			c.Mode, goKey, c.AllowStaticOnly, c.AcceptGoMismatch)
-		outDir := dist.Dir(c.DistDir, "kubelet", version)
-		if prov, ok := cacheHit(outDir, key); ok {
-			c.logf("kubelet %s: up to date in %s (checksums re-verified)", version, outDir)
-			return &Result{Dir: outDir, Binary: filepath.Join(outDir, "kubelet"), SHA256: prov.Output.SHA256, CacheHit: true}, nil
+		if res, ok := c.cached("kubelet", version, key); ok {
+			return res, nil
 		}
 	}
 	f, co, gopath, unlock, err := c.workTree(ctx, "kubelet", c.KubeRepoURL, KubeImportPath, rel)

@@ -149,6 +149,17 @@ func cacheHit(dir, key string) (*dist.Provenance, bool) {
 	return &prov, true
 }
 
+// cached returns the artifact in dist/ built from the inputs key, if any.
+func (c *Config) cached(project, version, key string) (*Result, bool) {
+	dir := dist.Dir(c.DistDir, project, version)
+	prov, ok := cacheHit(dir, key)
+	if !ok {
+		return nil, false
+	}
+	c.logf("%s %s: up to date in %s (checksums re-verified)", project, version, dir)
+	return &Result{Dir: dir, Binary: filepath.Join(dir, project), SHA256: prov.Output.SHA256, CacheHit: true}, true
+}
+
 // lock serialises builds of one project version on this machine.
 func lock(path string) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {

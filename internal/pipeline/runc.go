@@ -59,10 +59,8 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 	}
 	key := inputKey(keySchema, rel.Version, rel.Commit, rel.Strategy, rel.BuildTags, rel.Layout, patchSums,
 		tc.Version, tc.Image, c.Mode, c.AllowStaticOnly)
-	outDir := dist.Dir(c.DistDir, "runc", version)
-	if prov, ok := cacheHit(outDir, key); ok {
-		c.logf("runc %s: up to date in %s (checksums re-verified)", version, outDir)
-		return &Result{Dir: outDir, Binary: filepath.Join(outDir, "runc"), SHA256: prov.Output.SHA256, CacheHit: true}, nil
+	if res, ok := c.cached("runc", version, key); ok {
+		return res, nil
 	}
 
 	f, co, gopath, unlock, err := c.workTree(ctx, "runc", c.RepoURL, RuncImportPath, rel)
