@@ -68,7 +68,7 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 			return res, nil
 		}
 	}
-	f, co, gopath, unlock, err := c.workTree(ctx, "kubelet", c.KubeRepoURL, KubeImportPath, rel)
+	f, co, gopath, unlock, err := c.workTree(ctx, "kubelet", c.KubeRepoURL, "NOKMEM_KUBERNETES_REPO", KubeImportPath, rel)
 	if err != nil {
 		return nil, err
 	}

@@ -156,7 +156,7 @@ func TestKubeletBadInput(t *testing.T) {
 		{"no kmem code", "v1.21.14", "nothing to do: kubelet v1.21.14 does not enable kernel-memory accounting (this kubelet does not enable kmem", nil},
 		{"unknown version", "v1.8.0", "kubelet v1.8.0 is not in the matrix", nil},
 		{"pre-release suffix", "v1.13.12", "must be semver build metadata", func(c *Config) { c.KubeVersionSuffix = "-nokmem" }},
-		{"unpinned without opt-in", "v1.14.10", "has no pinned commit", nil},
+		{"unpinned without opt-in", "v1.10.13", "has no pinned commit", nil},
 		{"vendored content no patch covers", "v1.13.12", "which no nokmem patch covers", func(c *Config) {
 			c.KubeRepoURL = odd
 			y, _ := os.ReadFile(filepath.Join(c.MatrixOverlay, "kubelet.yaml"))

@@ -180,7 +180,7 @@ func lock(path string) (func(), error) {
 // interrupted runs, and prepares a fresh checkout of rel from url at
 // <cache>/work/<project>/<version>/gopath/src/<importPath>, the GOPATH
 // layout pre-module trees need. The caller must call unlock.
-func (c *Config) workTree(ctx context.Context, project, url, importPath string, rel matrix.Release) (f *source.Fetcher, co *source.Checkout, gopath string, unlock func(), err error) {
+func (c *Config) workTree(ctx context.Context, project, url, setting, importPath string, rel matrix.Release) (f *source.Fetcher, co *source.Checkout, gopath string, unlock func(), err error) {
 	release, err := lock(filepath.Join(c.CacheDir, "locks", project+"-"+rel.Version+".lock"))
 	if err != nil {
 		return nil, nil, "", nil, err
@@ -195,7 +195,7 @@ func (c *Config) workTree(ctx context.Context, project, url, importPath string, 
 	}
 	gopath = filepath.Join(c.CacheDir, "work", project, rel.Version, "gopath")
 	c.logf("%s %s: fetching the tag from %s (depth 1)", project, rel.Version, url)
-	f = &source.Fetcher{Runner: c.Runner, CacheDir: c.CacheDir}
+	f = &source.Fetcher{Runner: c.Runner, CacheDir: c.CacheDir, Setting: setting}
 	co, err = f.Prepare(ctx, url, rel.Version, rel.Commit, filepath.Join(gopath, "src", filepath.FromSlash(importPath)))
 	if err != nil {
 		return nil, nil, "", nil, fmt.Errorf("source: %w", err)

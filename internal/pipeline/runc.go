@@ -63,7 +63,7 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 		return res, nil
 	}
 
-	f, co, gopath, unlock, err := c.workTree(ctx, "runc", c.RepoURL, RuncImportPath, rel)
+	f, co, gopath, unlock, err := c.workTree(ctx, "runc", c.RepoURL, "NOKMEM_RUNC_REPO", RuncImportPath, rel)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,9 @@ import (
 type Fetcher struct {
 	Runner   run.Runner
 	CacheDir string // holds git/<hash of url>.git
+	// Setting names the environment setting that chooses the URL, for
+	// error messages (e.g. NOKMEM_RUNC_REPO).
+	Setting string
 }
 
 // Checkout is a prepared work tree.
@@ -45,12 +48,16 @@ func (e *MovedTagError) Error() string {
 
 // UnreachableError reports a source that cannot be fetched from.
 type UnreachableError struct {
-	URL, Tag string
-	Err      error
+	URL, Tag, Setting string
+	Err               error
 }
 
 func (e *UnreachableError) Error() string {
-	return fmt.Sprintf("cannot fetch tag %s from %s (check the URL or local path, and the network; set NOKMEM_RUNC_REPO to an internal mirror or a local clone): %v", e.Tag, e.URL, e.Err)
+	setting := e.Setting
+	if setting == "" {
+		setting = "the repository setting"
+	}
+	return fmt.Sprintf("cannot fetch tag %s from %s (check the tag, the URL or local path, and the network; set %s to an internal mirror or a local clone): %v", e.Tag, e.URL, setting, e.Err)
 }
 
 func (e *UnreachableError) Unwrap() error { return e.Err }
@@ -125,7 +132,7 @@ func (f *Fetcher) Fetch(ctx context.Context, url, tag string) (cache, commit str
 	}
 	ref := "refs/tags/" + tag
 	if _, err := f.git(ctx, cache, "fetch", "-q", "--depth=1", "--no-tags", "--force", "--", url, "+"+ref+":"+ref); err != nil {
-		return "", "", &UnreachableError{URL: url, Tag: tag, Err: err}
+		return "", "", &UnreachableError{URL: url, Tag: tag, Setting: f.Setting, Err: err}
 	}
 	commit, err = f.git(ctx, cache, "rev-parse", "--verify", "--end-of-options", ref+"^{commit}")
 	if err != nil {
