@@ -3,6 +3,7 @@ package pipeline
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,4 +29,18 @@ func kubeletReq(tree, gopath string, tag bool) *build.KubeletRequest {
 		r.GOPATH = gopath // pre-module tree, as BuildKubelet decides
 	}
 	return r
+}
+
+// dirNames lists the entries of dir, space-separated, in order.
+func dirNames(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
+	}
+	return strings.Join(names, " ")
 }

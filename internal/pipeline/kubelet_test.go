@@ -56,12 +56,7 @@ func TestBuildKubeletFixtureEras(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			entries, _ := os.ReadDir(res.Dir)
-			var names []string
-			for _, e := range entries {
-				names = append(names, e.Name())
-			}
-			if got := strings.Join(names, " "); got != "SHA256SUMS kmem-probe kubelet provenance.json verify.json" {
+			if got := dirNames(t, res.Dir); got != "SHA256SUMS kmem-probe kubelet provenance.json verify.json" {
 				t.Fatalf("dist files: %s", got)
 			}
 			out, err := exec.Command(res.Binary, "--version").Output()

@@ -98,12 +98,7 @@ func TestBuildRuncFixtureEras(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			entries, _ := os.ReadDir(res.Dir)
-			var names []string
-			for _, e := range entries {
-				names = append(names, e.Name())
-			}
-			if got := strings.Join(names, " "); got != "SHA256SUMS provenance.json runc verify.json" {
+			if got := dirNames(t, res.Dir); got != "SHA256SUMS provenance.json runc verify.json" {
 				t.Fatalf("dist files: %s", got)
 			}
 			if _, err := dist.CheckSums(res.Dir); err != nil {
