@@ -2,7 +2,7 @@ module github.com/nokmem/nokmem
 
 go 1.26.0
 
-tool github.com/magefile/mage
+tool github.com/nokmem/nokmem/tools/mage
 
 require (
 	github.com/ProtonMail/go-crypto v1.5.2
@@ -10,10 +10,12 @@ require (
 	github.com/google/go-github/v57 v57.0.0
 	github.com/goreleaser/nfpm/v2 v2.43.0
 	github.com/hashicorp/go-version v1.9.0
+	github.com/in-toto/attestation v1.2.0
 	github.com/magefile/mage v1.17.2
 	github.com/rhysd/actionlint v1.7.12
 	golang.org/x/mod v0.42.0
 	golang.org/x/sys v0.49.0
+	google.golang.org/protobuf v1.36.11
 	gopkg.in/yaml.v3 v3.0.1
 )
 

@@ -14,38 +14,41 @@ import (
 // Build namespace: build:runc, build:kubelet.
 type Build mg.Namespace
 
-// Runc builds, verifies and publishes nokmem runc <version> to dist/runc/<version>/ (reads NOKMEM_RUNC_REPO, NOKMEM_CACHE, NOKMEM_DIST, NOKMEM_*_OVERLAY, NOKMEM_BUILD_MODE, NOKMEM_GO*, NOKMEM_ALLOW_STATIC_ONLY).
+// Runc builds, verifies and publishes nokmem runc <version> to dist/runc/<version>/ (reads NOKMEM_RUNC_REPO, NOKMEM_CACHE, NOKMEM_DIST, NOKMEM_*_OVERLAY, NOKMEM_BUILD_MODE, NOKMEM_GO*, NOKMEM_TARGET, NOKMEM_ALLOW_STATIC_ONLY, NOKMEM_DYNAMIC). Exit status 0: built, or already built; 3: nothing to do (the release carries no kernel-memory code); 1: failed.
 func (Build) Runc(ctx context.Context, version string) error {
 	return targets.BuildRunc(ctx, version)
 }
 
-// Kubelet builds, verifies and publishes nokmem kubelet <version> (v1.13.12 …) to dist/kubelet/<version>/ (reads NOKMEM_KUBERNETES_REPO, NOKMEM_ALLOW_UNPINNED, NOKMEM_ACCEPT_GO_MISMATCH, NOKMEM_KUBE_VERSION_SUFFIX and the build settings).
+// Kubelet builds, verifies and publishes nokmem kubelet <version> (v1.13.12 …) to dist/kubelet/<version>/ (reads NOKMEM_KUBERNETES_REPO, NOKMEM_ALLOW_UNPINNED, NOKMEM_ACCEPT_GO_MISMATCH, NOKMEM_KUBE_VERSION_SUFFIX, NOKMEM_TARGET and the build settings). Exit status 0: built, or already built; 3: nothing to do (the release carries no kernel-memory code); 1: failed.
 func (Build) Kubelet(ctx context.Context, version string) error {
 	return targets.BuildKubelet(ctx, version)
 }
 
-// Verify namespace: verify:runc, verify:kubelet, verify:file, verify:host.
+// Verify namespace: verify:runc, verify:kubelet, verify:file, verify:host, verify:dist.
 type Verify mg.Namespace
 
-// Runc re-verifies dist/runc/<version>/runc and writes dist/reports/runc-<version>.verify.json (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY).
+// Runc checks dist/runc/<version>/ against its signed statement, re-verifies the runc and writes dist/reports/runc-<version>.verify.json (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY, NOKMEM_VERIFY_PUBKEY).
 func (Verify) Runc(ctx context.Context, version string) error {
 	return targets.VerifyArtifact(ctx, "runc", version)
 }
 
-// Kubelet re-verifies dist/kubelet/<version>/kubelet (static) and its kmem probe (dynamic); report in dist/reports/ (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY).
+// Kubelet checks dist/kubelet/<version>/ against its signed statement, re-verifies the kubelet (static) and its kmem probe (dynamic); report in dist/reports/ (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY, NOKMEM_VERIFY_PUBKEY).
 func (Verify) Kubelet(ctx context.Context, version string) error {
 	return targets.VerifyArtifact(ctx, "kubelet", version)
 }
 
+// Dist checks every artifact in NOKMEM_DIST, a dist/ tree or a downloaded release, as a consumer would: statement, digests, passed verification, signatures (reads NOKMEM_VERIFY_PUBKEY, NOKMEM_SIGNING_KEY).
+func (Verify) Dist(ctx context.Context) error { return targets.VerifyDist(ctx) }
+
 // Host checks that this machine can run the dynamic check (root, cgroup v1 memory hierarchy) and that both detectors catch a canary's write.
 func (Verify) Host(ctx context.Context) error { return targets.VerifyHost(ctx) }
 
-// File verifies any binary of <kind> runc or kubelet at <path>, for instance the runc installed on a node (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY).
+// File verifies any binary of <kind> runc or kubelet at <path>, for instance the runc installed on a node, including whether it can start on NOKMEM_TARGET's nodes (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY, NOKMEM_TARGET).
 func (Verify) File(ctx context.Context, kind, path string) error {
 	return targets.VerifyFile(ctx, kind, path)
 }
 
-// Matrix namespace: matrix:list, matrix:json.
+// Matrix namespace: matrix:list, matrix:json, matrix:pin.
 type Matrix mg.Namespace
 
 // List prints the runc matrix: version, commit, strategy, tags, Go era.
@@ -53,6 +56,11 @@ func (Matrix) List() error { return targets.MatrixList() }
 
 // Json prints the build matrix as JSON for CI (releases that need a build).
 func (Matrix) Json() error { return targets.MatrixJSON() }
+
+// Pin records the commit that tag <version> names now as the reviewed pin of <project> (kubelet, runc) in its matrix file, after a build from it was reviewed: e.g. matrix:pin kubelet v1.13.12 (reads NOKMEM_KUBERNETES_REPO or NOKMEM_RUNC_REPO, NOKMEM_MATRIX_OVERLAY, NOKMEM_DIST).
+func (Matrix) Pin(ctx context.Context, project, version string) error {
+	return targets.MatrixPin(ctx, project, version)
+}
 
 // Package builds RPM (el7) and DEB packages of every verified artifact into dist/packages/ (reads NOKMEM_PACKAGE_RELEASE).
 func Package() error { return targets.Package() }
@@ -75,5 +83,5 @@ func Bench(ctx context.Context) error { return targets.Bench(ctx) }
 // Settings lists every NOKMEM_* environment setting with its default.
 func Settings() { targets.PrintSettings() }
 
-// Clean removes dist/ (the cache is kept; remove NOKMEM_CACHE by hand).
+// Clean removes what nokmem made in dist/ (artifacts, reports, packages, abandoned staging) and refuses, removing nothing, if it holds anything else; the cache is kept (remove NOKMEM_CACHE by hand).
 func Clean() error { return targets.Clean() }

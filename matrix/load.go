@@ -138,6 +138,24 @@ func Validate(f *File, project string) []error {
 				add("%s: build tag %q is not a plain word", at, t)
 			}
 		}
+		switch r.Toolchain {
+		case "", "era", "host":
+		default:
+			add("%s: toolchain %q is not era or host", at, r.Toolchain)
+		}
+		if r.Static == nil && r.Strategy != StrategyNone {
+			add("%s: static is missing: copy the tags and -installsuffix of the release's `make static` target", at)
+		}
+		if r.Static != nil {
+			for _, t := range r.Static.Tags {
+				if !tagWord.MatchString(t) || slices.Contains(r.BuildTags, t) {
+					add("%s: static tag %q is not a plain word, or repeats a build tag", at, t)
+				}
+			}
+			if r.Static.InstallSuffix != "" && !tagWord.MatchString(r.Static.InstallSuffix) {
+				add("%s: installSuffix %q is not a plain word", at, r.Static.InstallSuffix)
+			}
+		}
 		hasNokmem := slices.Contains(r.BuildTags, "nokmem")
 		switch r.Strategy {
 		case StrategyPatch:
@@ -192,8 +210,8 @@ func validateKubelet(at string, r Release) []error {
 	default:
 		add("%s: strategy %q is not one of patch, tag, none (or empty)", at, r.Strategy)
 	}
-	if len(r.BuildTags) > 0 || r.Layout != "" || len(r.Patches) > 0 {
-		add("%s: buildTags, layout and patches are decided from the vendored content for kubelet; remove them", at)
+	if len(r.BuildTags) > 0 || r.Layout != "" || len(r.Patches) > 0 || r.Static != nil || r.Toolchain != "" {
+		add("%s: buildTags, layout, patches, static and toolchain are decided from the vendored content and the release's Go for kubelet; remove them", at)
 	}
 	return errs
 }

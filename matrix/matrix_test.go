@@ -97,6 +97,11 @@ func TestInvalidReportsEveryProblem(t *testing.T) {
 		`go "go1.12" is not a Go minor`,
 		`layout "modules"`,
 		"is not a release tag",
+		`toolchain "newest" is not era or host`,
+		"(v1.0.0-rc10): static is missing",
+		`static tag "static build" is not a plain word`,
+		`static tag "seccomp" is not a plain word, or repeats a build tag`,
+		`installSuffix "../x" is not a plain word`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)

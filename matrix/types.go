@@ -48,7 +48,14 @@ type Release struct {
 	Go      string   `yaml:"go"`
 	Layout  Layout   `yaml:"layout"`
 	Patches []string `yaml:"patches"`
-	Notes   string   `yaml:"notes"`
+	// Static is the release's own `make static`: the tags it adds to
+	// BuildTags and its -installsuffix (runc only).
+	Static *Static `yaml:"static"`
+	// Toolchain is the default Go for this release: "era" (its own Go
+	// minor, latest patch, from the module proxy) or "host". Chosen from
+	// measured builds; NOKMEM_GO_TOOLCHAIN overrides it.
+	Toolchain string `yaml:"toolchain"`
+	Notes     string `yaml:"notes"`
 
 	// Origin is the file this entry was read from (set by Load).
 	Origin string `yaml:"-"`
@@ -57,3 +64,9 @@ type Release struct {
 
 // Parsed returns the parsed version (valid after Load).
 func (r Release) Parsed() Version { return r.parsed }
+
+// Static is how a release's Makefile builds its static binary.
+type Static struct {
+	Tags          []string `yaml:"tags"`
+	InstallSuffix string   `yaml:"installSuffix"`
+}

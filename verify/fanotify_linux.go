@@ -21,6 +21,7 @@ type fanWatch struct {
 	unopenable int
 	keep       func(string) bool
 	stopc      chan struct{}
+	stopped    bool
 	done       chan struct{}
 	events     []Event
 	err        error
@@ -67,10 +68,15 @@ func (w *fanWatch) collect(keep func(string) bool) {
 	}()
 }
 
-// stop ends collect and returns what it saw.
+// stop ends collect and returns what it saw. It may be called again (close
+// does, in case an early return skipped it): the collector must never read
+// the descriptor after close, which the kernel may have handed out anew.
 func (w *fanWatch) stop() ([]Event, error) {
-	close(w.stopc)
-	<-w.done
+	if w.stopc != nil && !w.stopped {
+		w.stopped = true
+		close(w.stopc)
+		<-w.done
+	}
 	return w.events, w.err
 }
 
@@ -122,4 +128,7 @@ func (w *fanWatch) drain(keep func(path string) bool) ([]Event, error) {
 	}
 }
 
-func (w *fanWatch) close() { unix.Close(w.fd) }
+func (w *fanWatch) close() {
+	w.stop()
+	unix.Close(w.fd)
+}

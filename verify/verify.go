@@ -18,6 +18,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/nokmem/nokmem/verify/target"
 )
 
 // Verdict classifies a binary.
@@ -43,6 +45,8 @@ type Report struct {
 	Passed  bool           `json:"passed"`
 	Static  *StaticResult  `json:"static"`
 	Dynamic *DynamicResult `json:"dynamic"`
+	// Target is the gate "can this binary start on the target's nodes".
+	Target  *target.Result `json:"target,omitempty"`
 	Reasons []string       `json:"reasons"`
 }
 
@@ -62,6 +66,9 @@ type Options struct {
 	// Probe is, for kubelet, the kmem probe built from the same tree (see
 	// DynamicProbe); without it kubelet has no dynamic check.
 	Probe string
+	// Target names the nodes the binary is for (see verify/target); empty
+	// skips the gate.
+	Target string
 	DynamicOptions
 }
 
@@ -88,7 +95,44 @@ func Verify(ctx context.Context, path string, opt Options) (*Report, error) {
 			"the dynamic check runs the kmem probe built from the same tree (kept beside an artifact built by nokmem)"}
 	}
 	r.decide(opt)
+	if opt.Target != "" {
+		if err := r.ApplyTarget(ctx, path, opt); err != nil {
+			return nil, fmt.Errorf("verify: target %s: %w", opt.Target, err)
+		}
+	}
 	return r, nil
+}
+
+// ApplyTarget checks that the binary can start on the nodes of opt.Target:
+// the ELF reading, then the proof by running --version in an empty root. A
+// binary that misses its target is not a pass, whatever else it proves.
+func (r *Report) ApplyTarget(ctx context.Context, path string, opt Options) error {
+	tg, err := target.Lookup(opt.Target)
+	if err != nil {
+		return err
+	}
+	res, err := target.Check(path, tg)
+	if err != nil {
+		return err
+	}
+	res.EmptyRoot = target.RunEmptyRoot(ctx, path, opt.TempDir, "--version")
+	r.Target = res
+	if !res.OK {
+		r.Passed = false
+		for _, p := range res.Problems {
+			r.Reasons = append(r.Reasons, "target "+tg.Name+": "+p)
+		}
+	}
+	switch e := res.EmptyRoot; e.Status {
+	case target.EmptyRootOK:
+		r.Reasons = append(r.Reasons, "target "+tg.Name+": "+strings.Join(e.Args, " ")+" ran in an empty root directory (no libc, no /lib)")
+	case target.EmptyRootUnavailable:
+		r.Reasons = append(r.Reasons, "target "+tg.Name+": the empty-root run could not be made here ("+e.Error+"); the ELF reading stands alone")
+	default:
+		r.Passed = false
+		r.Reasons = append(r.Reasons, "target "+tg.Name+": "+strings.Join(e.Args, " ")+" failed in an empty root directory: "+e.Error)
+	}
+	return nil
 }
 
 func (r *Report) decide(opt Options) {
@@ -143,6 +187,9 @@ func (r *Report) Summary() string {
 			avail = "not available"
 		}
 		fmt.Fprintf(&b, "  static %-40s %-13s %s\n", s.Name, avail, s.Value)
+	}
+	if r.Target != nil {
+		b.WriteString("  " + r.Target.Summary())
 	}
 	if d := r.Dynamic; d != nil {
 		fmt.Fprintf(&b, "  dynamic: %s: %s\n", d.Status, d.Reason)

@@ -127,7 +127,8 @@ func TestDynamicCatchesWritersAndPassesNokmem(t *testing.T) {
 				}
 				return
 			}
-			if d.Status != verify.DynPass || len(d.Runs) != 2 || !d.Runs[0].CgroupCreated || d.Runs[0].MemoryLimit != "67108864" {
+			if d.Status != verify.DynPass || len(d.Runs) != 2 || !d.Runs[0].CgroupCreated || d.Runs[0].MemoryLimit != "67108864" ||
+				!d.Runs[0].Finished || d.Runs[0].ExitCode != 0 || !d.Runs[1].Finished {
 				t.Fatalf("unexpected dynamic result:\n%s", rep.Summary())
 			}
 			if !strings.HasPrefix(d.Runs[1].Reaction, c.reaction) {

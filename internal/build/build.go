@@ -23,6 +23,7 @@ import (
 
 	"github.com/nokmem/nokmem/internal/run"
 	"github.com/nokmem/nokmem/matrix"
+	"github.com/nokmem/nokmem/verify/target"
 )
 
 // Mode selects where the compiler runs.
@@ -32,13 +33,6 @@ const (
 	ModeHost      Mode = "host"      // the Go toolchain of this machine
 	ModeContainer Mode = "container" // golang:<era> image through docker
 )
-
-// Toolchain is a resolved Go.
-type Toolchain struct {
-	GoBin   string `json:"goBin"`
-	Version string `json:"version"` // e.g. go1.26.8
-	Image   string `json:"image,omitempty"`
-}
 
 // Request is one build.
 type Request struct {
@@ -54,6 +48,56 @@ type Request struct {
 	SourceDate time.Time
 	Mode       Mode
 	Toolchain  Toolchain
+	// Static, if set, builds the way the release's `make static` does.
+	Static *Static
+	// GOAMD64 is the x86-64 level to compile for (v1 unless a target allows more).
+	GOAMD64 string
+}
+
+// Static is a release's `make static`: extra tags, and an -installsuffix
+// in the releases that used one. Every runc static target links with
+// -ldflags "-w -extldflags -static" and CGO_ENABLED=1.
+type Static struct {
+	Tags          []string `json:"tags"`
+	InstallSuffix string   `json:"installSuffix,omitempty"`
+}
+
+// StaticLDFlags are the linker flags of every runc release's static target.
+var StaticLDFlags = []string{"-w", "-extldflags", "-static"}
+
+// cgoDefaults are Go's own defaults, set explicitly so that neither the
+// caller's environment nor a `go env -w` file changes them unrecorded.
+var cgoDefaults = map[string]string{
+	"CC": "gcc", "CXX": "g++",
+	"CGO_CFLAGS": "-O2 -g", "CGO_CPPFLAGS": "", "CGO_CXXFLAGS": "-O2 -g", "CGO_LDFLAGS": "-O2 -g",
+}
+
+// inherited are the only variables a build takes from the caller: where
+// things are (PATH, HOME, caches, the module proxy, certificates), never
+// what changes the output. GOFLAGS, GOAMD64, CGO_*, GOEXPERIMENT, KUBE_*,
+// GOLDFLAGS and the rest are set by nokmem or not at all.
+var inherited = []string{
+	"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "LC_ALL", "TZ", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+	"GOCACHE", "GOMODCACHE", "GOPROXY", "GONOPROXY", "GONOSUMDB", "GOPRIVATE", "GOSUMDB", "GOINSECURE",
+	"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+	"SSL_CERT_FILE", "SSL_CERT_DIR", "PKG_CONFIG_PATH", "DOCKER_HOST", "DOCKER_CONFIG",
+}
+
+// BaseEnv keeps the allow-listed variables of environ (os.Environ()).
+func BaseEnv(environ []string) []string {
+	var out []string
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if slices.Contains(inherited, k) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// isolated is a command whose environment is BaseEnv plus env.
+func isolated(args []string, dir string, env map[string]string) run.Cmd {
+	return run.Cmd{Args: args, Dir: dir, Env: append(BaseEnv(os.Environ()), envList(env)...), Isolated: true}
 }
 
 // Result records what was actually run.
@@ -77,15 +121,7 @@ type Builder struct {
 }
 
 // goMinor parses "go1.12.17" or "1.12" into 12.
-func goMinor(v string) int {
-	v = strings.TrimPrefix(v, "go")
-	parts := strings.Split(v, ".")
-	if len(parts) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(strings.TrimRightFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
-	return n
-}
+func goMinor(v string) int { return target.GoMinor(v) }
 
 // Args returns the go build command line and the environment for r.
 func Args(r *Request) ([]string, map[string]string, error) {
@@ -96,15 +132,27 @@ func Args(r *Request) ([]string, map[string]string, error) {
 	if minor == 0 {
 		return nil, nil, fmt.Errorf("build: unknown Go version %q", r.Toolchain.Version)
 	}
+	goamd64 := r.GOAMD64
+	if goamd64 == "" {
+		goamd64 = "v1"
+	}
 	env := map[string]string{
-		"CGO_ENABLED":       "1",
-		"GOOS":              "linux",
-		"GOARCH":            "amd64",
+		"CGO_ENABLED":  "1",
+		"GOOS":         "linux",
+		"GOARCH":       "amd64",
+		"GOAMD64":      goamd64,
+		"GOEXPERIMENT": "",
+		// The go env file (go env -w) is read unless GOENV=off, and Go
+		// before 1.16 takes an empty GOFLAGS from the environment as unset:
+		// a GOFLAGS=-buildvcs=false there stops go1.13.
+		"GOENV":             "off",
 		"GOFLAGS":           "",
 		"GOTOOLCHAIN":       "local",
 		"SOURCE_DATE_EPOCH": strconv.FormatInt(r.SourceDate.Unix(), 10),
 		"GOPATH":            r.GOPATH,
 	}
+	maps.Copy(env, cgoDefaults)
+	maps.Copy(env, r.Toolchain.Env())
 	args := []string{"build"}
 	switch r.Layout {
 	case matrix.LayoutGodeps:
@@ -119,21 +167,41 @@ func Args(r *Request) ([]string, map[string]string, error) {
 	default:
 		return nil, nil, fmt.Errorf("build: unknown layout %q", r.Layout)
 	}
-	ldflags := []string{"-buildid="}
+	tags := slices.Clone(r.Tags)
+	var ldflags []string
+	if r.Static != nil {
+		tags = append(tags, r.Static.Tags...)
+		ldflags = append(ldflags, StaticLDFlags...)
+		if r.Static.InstallSuffix != "" {
+			args = append(args, "-installsuffix", r.Static.InstallSuffix)
+		}
+	}
+	ldflags = append(ldflags, "-buildid=")
 	for _, x := range r.LDFlagsX {
 		ldflags = append(ldflags, "-X", x)
 	}
-	if minor >= 13 {
+	switch trim := "-trimpath=" + r.GOPATH + "/src"; {
+	case minor >= 13:
 		args = append(args, "-trimpath")
-	} else {
-		// Before Go 1.13 the same effect needs explicit path rewriting.
-		trim := "-trimpath=" + r.GOPATH + "/src"
+	case minor >= 10:
+		// Before Go 1.13 the same effect needs explicit path rewriting,
+		// for the C files of cgo packages too (nsenter's __FILE__, DWARF).
 		args = append(args, "-gcflags=all="+trim, "-asmflags=all="+trim)
+		env["CGO_CFLAGS"] += " -ffile-prefix-map=" + r.GOPATH + "=/gopath"
+	default:
+		// Before Go 1.10 -gcflags applied to every package and had no pattern.
+		args = append(args, "-gcflags="+trim, "-asmflags="+trim)
+		env["CGO_CFLAGS"] += " -ffile-prefix-map=" + r.GOPATH + "=/gopath"
 	}
 	if minor >= 18 {
 		args = append(args, "-buildvcs=false")
 	}
-	args = append(args, "-tags", strings.Join(r.Tags, ","), "-ldflags", strings.Join(ldflags, " "), "-o", r.Output, r.Package)
+	// Tags are comma-separated from Go 1.13; older Go splits on spaces only.
+	sep := ","
+	if minor < 13 {
+		sep = " "
+	}
+	args = append(args, "-tags", strings.Join(tags, sep), "-ldflags", strings.Join(ldflags, " "), "-o", r.Output, r.Package)
 	return args, env, nil
 }
 
@@ -151,7 +219,7 @@ func (b *Builder) Build(ctx context.Context, r *Request) (*Result, error) {
 	switch r.Mode {
 	case ModeHost, "":
 		res.Mode = ModeHost
-		cmd = run.Cmd{Args: append([]string{r.Toolchain.GoBin}, args...), Dir: r.Dir(), Env: envList(env)}
+		cmd = isolated(append([]string{r.Toolchain.GoBin}, args...), r.Dir(), env)
 	case ModeContainer:
 		cmd = containerCmd(b.docker(), r, args, env)
 	default:

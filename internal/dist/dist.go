@@ -1,14 +1,18 @@
 // Package dist owns the output directory. Artifacts are assembled in a
 // staging directory inside dist/ and appear at dist/<project>/<version>/
 // in one rename, only after they were verified; a failed or interrupted run
-// leaves at most a hidden staging directory, which the next run removes.
+// leaves at most a hidden staging directory, which a later run removes once
+// its owner is gone (runs of other versions share dist/ and must keep
+// theirs).
 //
 // Layout (stable; tests assert it):
 //
 //	dist/<project>/<version>/<binary>          the nokmem binary (runc, kubelet)
 //	dist/<project>/<version>/provenance.json   how it was made (schema nokmem.provenance/v1)
+//	dist/<project>/<version>/provenance.intoto.json      in-toto Statement v1, SLSA Provenance v1 (internal/attest)
+//	dist/<project>/<version>/provenance.intoto.json.asc  its OpenPGP signature, when NOKMEM_SIGNING_KEY is set
 //	dist/<project>/<version>/verify.json       the verification report
-//	dist/<project>/<version>/SHA256SUMS        sha256 of the three files above
+//	dist/<project>/<version>/SHA256SUMS        sha256 of every file above (for sha256sum -c; unsigned, so the statement is the proof)
 package dist
 
 import (
@@ -23,8 +27,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nokmem/nokmem/internal/owner"
 )
 
 // File names inside an artifact directory.
@@ -46,33 +53,67 @@ type Staging struct {
 	dir                    string
 }
 
-// CleanStale removes staging directories left by interrupted runs.
-func CleanStale(root string) error {
+// ownerMark separates a staging directory's name from its owner
+// (internal/owner): .staging-<project>-<version>-<random>.owner-<id>. The
+// owner is part of the name so that it exists from the directory's first
+// moment.
+const ownerMark = ".owner-"
+
+// UncheckableAge is how old a staging directory whose owner cannot be
+// checked from here (another host or pid namespace sharing dist/, or one
+// made by a nokmem that recorded no owner) must be to count as abandoned:
+// far longer than any build runs.
+const UncheckableAge = 24 * time.Hour
+
+// CleanStale removes the staging directories of runs that are provably
+// gone (killed, or before a reboot) and returns their paths. Those of live
+// runs, building other versions into the same dist/, are kept.
+func CleanStale(root string) ([]string, error) {
 	entries, err := os.ReadDir(root)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var removed []string
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), stagingPrefix) {
-			if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
-				return err
-			}
+		if !strings.HasPrefix(e.Name(), stagingPrefix) || !abandoned(filepath.Join(root, e.Name())) {
+			continue
 		}
+		p := filepath.Join(root, e.Name())
+		if err := os.RemoveAll(p); err != nil {
+			return removed, err
+		}
+		removed = append(removed, p)
 	}
-	return nil
+	return removed, nil
 }
 
-// NewStaging creates an empty staging directory under root.
+// abandoned reports whether the owner of staging directory p is gone.
+func abandoned(p string) bool {
+	state := owner.Unknown
+	if i := strings.LastIndex(filepath.Base(p), ownerMark); i >= 0 {
+		if id, ok := owner.Parse(filepath.Base(p)[i+len(ownerMark):]); ok {
+			state = id.Check()
+		}
+	}
+	if state != owner.Unknown {
+		return state == owner.Gone
+	}
+	st, err := os.Lstat(p)
+	return err == nil && time.Since(st.ModTime()) > UncheckableAge
+}
+
+// NewStaging creates an empty staging directory under root, owned by this
+// process.
 func NewStaging(root, project, version string) (*Staging, error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("output directory (NOKMEM_DIST): %w", err)
 	}
-	dir, err := os.MkdirTemp(root, stagingPrefix+project+"-"+version+"-")
+	dir, err := os.MkdirTemp(root, stagingPrefix+project+"-"+version+"-*"+ownerMark+owner.Self().String())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("staging directory in the output directory (NOKMEM_DIST): %w", err)
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err

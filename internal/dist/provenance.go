@@ -1,9 +1,23 @@
 package dist
 
-import "time"
+import (
+	"time"
+
+	"github.com/nokmem/nokmem/internal/build"
+)
 
 // ProvenanceSchema identifies the provenance format.
 const ProvenanceSchema = "nokmem.provenance/v1"
+
+// Files of the in-toto statement (internal/attest) beside provenance.json.
+// provenance.json keeps nokmem's own record (what packaging and release
+// read); the statement is what a consumer checks with standard tools: it
+// names the binary's sha256 as its subject and pins provenance.json and
+// verify.json by digest, and the signature covers it.
+const (
+	StatementFile = "provenance.intoto.json"
+	SignatureFile = "provenance.intoto.json.asc"
+)
 
 // Provenance records how an artifact was made. Its fields are stable.
 type Provenance struct {
@@ -46,13 +60,25 @@ type PatchInfo struct {
 
 // BuildInfo says how the binary was compiled.
 type BuildInfo struct {
-	Tags        []string          `json:"tags"`
-	GoRequested string            `json:"goRequested"`
-	GoUsed      string            `json:"goUsed"`
-	Mode        string            `json:"mode"`
-	Image       string            `json:"image,omitempty"`
-	Args        []string          `json:"args"`
-	Env         map[string]string `json:"env"`
+	Tags        []string `json:"tags"`
+	GoRequested string   `json:"goRequested"`
+	GoUsed      string   `json:"goUsed"`
+	// GoSource is how the Go was chosen: host, era or an exact version.
+	GoSource string            `json:"goSource,omitempty"`
+	Mode     string            `json:"mode"`
+	Image    string            `json:"image,omitempty"`
+	Args     []string          `json:"args"`
+	Env      map[string]string `json:"env"`
+	// Target is the nodes the binary is for (verify/target), GOAMD64 the
+	// x86-64 level it was compiled for.
+	Target  string `json:"target,omitempty"`
+	GOAMD64 string `json:"goamd64,omitempty"`
+	// Static is the release's "make static" that was reproduced.
+	Static *build.Static `json:"static,omitempty"`
+	// Cgo is the C compiler and the libseccomp linked in.
+	Cgo build.CgoInfo `json:"cgo"`
+	// Toolkit is the nokmem revision that made the artifact.
+	Toolkit string `json:"toolkit,omitempty"`
 }
 
 // OutputInfo names the binary.

@@ -23,8 +23,8 @@ func TestVendoredRunc(t *testing.T) {
 	cases := []struct {
 		name, file, content, rev, from string
 	}{
-		{"godeps", "Godeps/Godeps.json", `{"Deps":[{"ImportPath":"github.com/other/x","Rev":"1"},{"ImportPath":"github.com/opencontainers/runc/libcontainer","Rev":"58592df56734acf62e574865fe40b9e53e967910"}]}`,
-			"58592df56734acf62e574865fe40b9e53e967910", "Godeps/Godeps.json"},
+		{"godeps", "Godeps/Godeps.json", `{"Deps":[{"ImportPath":"github.com/other/x","Rev":"1"},{"ImportPath":"github.com/opencontainers/runc/libcontainer","Rev":"871ba2e58e24314d1fab4517a80410191ba5ad01"}]}`,
+			"871ba2e58e24314d1fab4517a80410191ba5ad01", "Godeps/Godeps.json"},
 		{"go.mod require", "go.mod", "module k8s.io/kubernetes\n\ngo 1.13\n\nrequire github.com/opencontainers/runc v1.0.0-rc9\n", "v1.0.0-rc9", "go.mod require"},
 		{"go.mod replace wins", "go.mod", "module k8s.io/kubernetes\n\nrequire github.com/opencontainers/runc v1.0.0-rc9\n\nreplace github.com/opencontainers/runc => github.com/opencontainers/runc v1.0.0-rc10\n",
 			"v1.0.0-rc10", "go.mod replace github.com/opencontainers/runc"},

@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nokmem/nokmem/internal/build"
 	"github.com/nokmem/nokmem/internal/dist"
@@ -124,6 +126,7 @@ func TestPackagesAndMirror(t *testing.T) {
 	}
 	repomd := filepath.Join(m, YumDir, "repodata", "repomd.xml")
 	before, _ := os.ReadFile(repomd)
+	time.Sleep(1100 * time.Millisecond)
 	// A second publish adds nothing and keeps the metadata.
 	res, err = p.Publish(context.Background(), packaging.Dir(d), m)
 	if err != nil || len(res.Added) != 0 || len(res.Skipped) != 2 {
@@ -132,7 +135,13 @@ func TestPackagesAndMirror(t *testing.T) {
 	if idx := sh(t, "cat", filepath.Join(m, AptDir, "Packages")); !strings.Contains(idx, "Package: runc-nokmem") || strings.Contains(idx, "dpkg-scanpackages") {
 		t.Errorf("apt index:\n%s", idx)
 	}
-	_ = before
+	// The metadata lists the same packages: createrepo_c rewrites
+	// repomd.xml with new timestamps (hence the second's pause above), but
+	// the uncompressed primary, filelists and other are the same.
+	after, _ := os.ReadFile(repomd)
+	if b, a := repoContent(t, before), repoContent(t, after); a != b {
+		t.Errorf("a publish that added nothing changed the yum metadata: %s, then %s", b, a)
+	}
 
 	// A real dnf client installs the package from the repository into a scratch root.
 	root := t.TempDir()
@@ -215,4 +224,21 @@ func TestRefusesUnverifiedArtifact(t *testing.T) {
 	if _, err := packaging.Build(d, "runc", "v1.0.0-rc9", ""); err == nil || !strings.Contains(err.Error(), "without a passing verification report") {
 		t.Fatalf("unverified artifact: %v", err)
 	}
+}
+
+var repoData = regexp.MustCompile(`<data type="(primary|filelists|other)">\s*<checksum[^>]*>[0-9a-f]+</checksum>\s*<open-checksum type="sha256">([0-9a-f]{64})</open-checksum>`)
+
+// repoContent names what repomd.xml says the repository holds: the sha256
+// of the uncompressed primary, filelists and other metadata.
+func repoContent(t *testing.T, repomd []byte) string {
+	t.Helper()
+	m := repoData.FindAllSubmatch(repomd, -1)
+	if len(m) != 3 {
+		t.Fatalf("repomd.xml lacks primary, filelists or other:\n%s", repomd)
+	}
+	var out []string
+	for _, d := range m {
+		out = append(out, string(d[1])+"="+string(d[2]))
+	}
+	return strings.Join(out, " ")
 }

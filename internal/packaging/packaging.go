@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/template"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/verify"
+	"github.com/nokmem/nokmem/verify/target"
 )
 
 // Formats built for every artifact.
@@ -38,22 +40,50 @@ func Dir(distRoot string) string { return filepath.Join(distRoot, "packages") }
 // Verified loads an artifact and refuses it unless it is intact and passed
 // verification.
 func Verified(distRoot, project, version string) (string, *dist.Provenance, error) {
+	dir, prov, _, err := verified(distRoot, project, version)
+	return dir, prov, err
+}
+
+// verified is Verified plus the verification report, whose target gate
+// result says what the binary needs on a node.
+func verified(distRoot, project, version string) (string, *dist.Provenance, *verify.Report, error) {
 	dir := dist.Dir(distRoot, project, version)
 	if _, err := dist.CheckSums(dir); err != nil {
-		return "", nil, fmt.Errorf("%s %s: no intact artifact in %s (build it first): %w", project, version, dir, err)
+		return "", nil, nil, fmt.Errorf("%s %s: no intact artifact in %s (build it first): %w", project, version, dir, err)
 	}
 	var rep verify.Report
 	if err := dist.ReadJSON(dir, dist.ReportFile, &rep); err != nil || !rep.Passed {
-		return "", nil, fmt.Errorf("%s %s: refusing an artifact without a passing verification report (%s)", project, version, filepath.Join(dir, dist.ReportFile))
+		return "", nil, nil, fmt.Errorf("%s %s: refusing an artifact without a passing verification report (%s)", project, version, filepath.Join(dir, dist.ReportFile))
+	}
+	if rep.Target == nil || !rep.Target.OK {
+		return "", nil, nil, fmt.Errorf("%s %s: the verification report has no passed target gate (the artifact predates it, or misses its target): rebuild it with build:%s %s", project, version, project, version)
 	}
 	var prov dist.Provenance
 	if err := dist.ReadJSON(dir, dist.ProvenanceFile, &prov); err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	if !prov.Verified.Passed {
-		return "", nil, fmt.Errorf("%s %s: the provenance does not record a passed verification", project, version)
+		return "", nil, nil, fmt.Errorf("%s %s: the provenance does not record a passed verification", project, version)
 	}
-	return dir, &prov, nil
+	return dir, &prov, &rep, nil
+}
+
+// Needs returns the package dependencies a binary's target gate result
+// implies: nothing for a static binary; for a dynamic one, glibc at the
+// newest symbol version it imports, and libseccomp if it links it.
+func Needs(t *target.Result) (rpm, deb []string) {
+	if t == nil || t.Linkage == "static" {
+		return nil, nil
+	}
+	if v, ok := strings.CutPrefix(t.MaxGlibc, "GLIBC_"); ok {
+		rpm = append(rpm, "glibc >= "+v)
+		deb = append(deb, "libc6 (>= "+v+")")
+	}
+	if slices.Contains(t.Needed, "libseccomp.so.2") {
+		rpm = append(rpm, "libseccomp")
+		deb = append(deb, "libseccomp2")
+	}
+	return rpm, deb
 }
 
 // PackageVersion maps an upstream tag to a package version that sorts
@@ -121,7 +151,7 @@ type spec struct {
 // only if its content differs and it is not yet published (the mirror
 // refuses changed bytes itself).
 func Build(distRoot, project, version, release string) ([]string, error) {
-	dir, prov, err := Verified(distRoot, project, version)
+	dir, prov, rep, err := verified(distRoot, project, version)
 	if err != nil {
 		return nil, err
 	}
@@ -150,13 +180,17 @@ func Build(distRoot, project, version, release string) ([]string, error) {
 			return nil, err
 		}
 		s.Files = append([]file{{Src: filepath.Join(dir, "runc"), Dst: "/usr/bin/runc-nokmem", Mode: "0755"}}, snippets...)
+		if rpm, deb := Needs(rep.Target); rpm != nil {
+			s.Depends = &struct{ RPM, DEB []string }{RPM: rpm, DEB: deb}
+		}
 		s.Files = append(s.Files, doc(s.Name)...)
 	case "kubelet":
 		s.Name = "kubelet"
 		s.Description = "kubelet " + version + " built without kernel-memory accounting in its vendored libcontainer (nokmem), verified. Drop-in replacement for the upstream kubelet package."
+		rpm, deb := Needs(rep.Target)
 		s.Depends = &struct{ RPM, DEB []string }{
-			RPM: []string{"iptables >= 1.4.21", "kubernetes-cni >= 0.7.5", "socat", "util-linux", "ethtool", "iproute", "ebtables", "conntrack"},
-			DEB: []string{"iptables (>= 1.4.21)", "kubernetes-cni (>= 0.7.5)", "iproute2", "socat", "util-linux", "mount", "ebtables", "ethtool", "conntrack"},
+			RPM: append([]string{"iptables >= 1.4.21", "kubernetes-cni >= 0.7.5", "socat", "util-linux", "ethtool", "iproute", "ebtables", "conntrack"}, rpm...),
+			DEB: append([]string{"iptables (>= 1.4.21)", "kubernetes-cni (>= 0.7.5)", "iproute2", "socat", "util-linux", "mount", "ebtables", "ethtool", "conntrack"}, deb...),
 		}
 		unit := filepath.Join(tmp, "kubelet.service")
 		if err := os.WriteFile(unit, []byte(kubeletUnit), 0o644); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/internal/testenv"
+	"github.com/nokmem/nokmem/verify/target"
 )
 
 func TestPackageVersion(t *testing.T) {
@@ -36,7 +37,7 @@ func TestKubeletPackageIsADropIn(t *testing.T) {
 	os.MkdirAll(dir, 0o755)
 	os.WriteFile(filepath.Join(dir, "kubelet"), []byte("#!/bin/sh\necho Kubernetes v1.13.12\n"), 0o755)
 	os.WriteFile(filepath.Join(dir, "kmem-probe"), []byte("probe"), 0o755)
-	os.WriteFile(filepath.Join(dir, dist.ReportFile), []byte(`{"passed": true}`), 0o644)
+	os.WriteFile(filepath.Join(dir, dist.ReportFile), []byte(`{"passed": true, "target": {"target": "el7", "ok": true, "linkage": "static"}}`), 0o644)
 	b, _ := json.Marshal(dist.Provenance{Project: "kubelet", Version: "v1.13.12", Verified: dist.VerifiedInfo{Passed: true},
 		Source: dist.SourceInfo{CommitDate: time.Date(2019, 10, 15, 0, 0, 0, 0, time.UTC)}})
 	os.WriteFile(filepath.Join(dir, dist.ProvenanceFile), b, 0o644)
@@ -65,5 +66,17 @@ func TestKubeletPackageIsADropIn(t *testing.T) {
 	ctl, _ := exec.Command("dpkg-deb", "-f", paths[1], "Package", "Version", "Depends").Output()
 	if !strings.Contains(string(ctl), "Package: kubelet\nVersion: 1.13.12-1.nokmem") || !strings.Contains(string(ctl), "kubernetes-cni (>= 0.7.5)") {
 		t.Errorf("deb control:\n%s", ctl)
+	}
+}
+
+// A static binary needs nothing from the node; a dynamic one declares the
+// glibc of its newest imported symbol version and libseccomp if it links it.
+func TestNeedsFollowsTheTargetGate(t *testing.T) {
+	if rpm, deb := Needs(&target.Result{Linkage: "static"}); rpm != nil || deb != nil {
+		t.Errorf("static binary declares %v %v", rpm, deb)
+	}
+	rpm, deb := Needs(&target.Result{Linkage: "dynamic", MaxGlibc: "GLIBC_2.14", Needed: []string{"libc.so.6", "libseccomp.so.2"}})
+	if strings.Join(rpm, ",") != "glibc >= 2.14,libseccomp" || strings.Join(deb, ",") != "libc6 (>= 2.14),libseccomp2" {
+		t.Errorf("dynamic binary declares %v %v", rpm, deb)
 	}
 }

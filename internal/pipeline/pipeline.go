@@ -13,16 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/nokmem/nokmem/internal/attest"
 	"github.com/nokmem/nokmem/internal/build"
 	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/internal/run"
-	"github.com/nokmem/nokmem/internal/source"
 	"github.com/nokmem/nokmem/matrix"
 	"github.com/nokmem/nokmem/verify"
 )
@@ -45,16 +42,30 @@ type Config struct {
 	// AllowStaticOnly accepts static verification alone on hosts where the
 	// dynamic check cannot run.
 	AllowStaticOnly bool
-	// AllowUnpinned builds kubelet entries that have no pinned commit.
+	// AllowUnpinned builds kubelet entries that have no pinned commit where
+	// they are refused (CI); elsewhere they build with a loud warning.
 	AllowUnpinned bool
+	// CI is CI=true: unpinned kubelet entries are refused unless
+	// AllowUnpinned.
+	CI bool
 	// AcceptGoMismatch builds kubelet with a host Go whose minor differs
 	// from the release's.
 	AcceptGoMismatch bool
 	// KubeVersionSuffix is appended to KUBE_GIT_VERSION (build metadata).
 	KubeVersionSuffix string
-	Runner            run.Runner
-	Verifier          Verifier
-	Log               io.Writer
+	// Target names the nodes the binaries are for (verify/target); "" is el7.
+	Target string
+	// Dynamic is NOKMEM_DYNAMIC: auto, require or off.
+	Dynamic string
+	// ToolkitRevision is this toolkit's git revision (part of every key).
+	ToolkitRevision string
+	// Signing signs every statement a build publishes and is required to
+	// have signed every statement a cache hit trusts (NOKMEM_SIGNING_KEY,
+	// NOKMEM_VERIFY_PUBKEY); the zero value signs and requires nothing.
+	Signing  attest.Keys
+	Runner   run.Runner
+	Verifier Verifier
+	Log      io.Writer
 }
 
 // Verifier checks a built binary.
@@ -136,71 +147,66 @@ func inputKey(parts ...any) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// cacheHit reports whether dist already holds the artifact for key, after
-// re-hashing every file it lists.
-func cacheHit(dir, key string) (*dist.Provenance, bool) {
-	var prov dist.Provenance
-	if err := dist.ReadJSON(dir, dist.ProvenanceFile, &prov); err != nil || prov.InputKey != key || !prov.Verified.Passed {
-		return nil, false
+// cacheHit checks dir against what a build would make: the artifact when
+// it is intact (statement, signature, digests) and was built from the
+// inputs want.InputKey; nil when a build may make it anew (absent, built
+// from other inputs, or older than statements); and a *RefusedError when
+// dir is not what nokmem published: a build neither reuses nor replaces it.
+func (c *Config) cacheHit(dir string, want attest.Expect) (*attest.Artifact, error) {
+	want.PublicKey = c.Signing.PublicKey
+	art, err := attest.CheckDir(dir, want)
+	switch {
+	case err == nil:
+		return art, nil
+	case errors.Is(err, attest.ErrAbsent):
+		return nil, nil
+	case attest.Replaceable(err):
+		c.logf("%s %s: %v: it will be rebuilt", want.Project, want.Version, err)
+		return nil, nil
 	}
-	if _, err := dist.CheckSums(dir); err != nil {
-		return nil, false
-	}
-	return &prov, true
+	return nil, &RefusedError{Dir: dir, Err: err}
 }
 
-// cached returns the artifact in dist/ built from the inputs key, if any.
-func (c *Config) cached(project, version, key string) (*Result, bool) {
+// RefusedError says that dist/ holds an artifact that was changed after
+// nokmem published it (or a copy of another, or one signed by another
+// key). It is kept as evidence; the user decides.
+type RefusedError struct {
+	Dir string
+	Err error
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%v; nokmem neither reuses nor replaces it: look at it, then remove it (go tool mage clean, or rm -r %s) to rebuild", e.Err, e.Dir)
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// checkCache returns the artifact in dist/ built from the inputs key (a
+// cache hit, with the binary's digest re-hashed), nil when the build must
+// run, or a *RefusedError.
+func (c *Config) checkCache(project, version, key string) (*Result, error) {
 	dir := dist.Dir(c.DistDir, project, version)
-	prov, ok := cacheHit(dir, key)
-	if !ok {
-		return nil, false
+	art, err := c.cacheHit(dir, attest.Expect{Project: project, Version: version, InputKey: key})
+	if art == nil || err != nil {
+		return nil, err
 	}
-	c.logf("%s %s: up to date in %s (checksums re-verified)", project, version, dir)
-	return &Result{Dir: dir, Binary: filepath.Join(dir, project), SHA256: prov.Output.SHA256, CacheHit: true}, true
+	how := "digests re-verified against " + dist.StatementFile
+	if art.Signer != "" {
+		how += ", signed by " + art.Signer
+	}
+	c.logf("%s %s: up to date in %s (%s)", project, version, dir, how)
+	return &Result{Dir: dir, Binary: art.Binary, SHA256: art.SHA256, CacheHit: true}, nil
 }
 
-// lock serialises builds of one project version on this machine.
-func lock(path string) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
+// mayReplace is the last check before publishing over
+// dist/<project>/<version>: only what a build may make anew is replaced.
+func (c *Config) mayReplace(project, version string) error {
+	dir := dist.Dir(c.DistDir, project, version)
+	_, err := attest.CheckDir(dir, attest.Expect{Project: project, Version: version, PublicKey: c.Signing.PublicKey})
+	if err == nil || attest.Replaceable(err) {
+		return nil
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
-}
-
-// workTree locks project/version on this machine, removes staging left by
-// interrupted runs, and prepares a fresh checkout of rel from url at
-// <cache>/work/<project>/<version>/gopath/src/<importPath>, the GOPATH
-// layout pre-module trees need. The caller must call unlock.
-func (c *Config) workTree(ctx context.Context, project, url, setting, importPath string, rel matrix.Release) (f *source.Fetcher, co *source.Checkout, gopath string, unlock func(), err error) {
-	release, err := lock(filepath.Join(c.CacheDir, "locks", project+"-"+rel.Version+".lock"))
-	if err != nil {
-		return nil, nil, "", nil, err
-	}
-	defer func() {
-		if err != nil {
-			release()
-		}
-	}()
-	if err = dist.CleanStale(c.DistDir); err != nil {
-		return nil, nil, "", nil, err
-	}
-	gopath = filepath.Join(c.CacheDir, "work", project, rel.Version, "gopath")
-	c.logf("%s %s: fetching the tag from %s (depth 1)", project, rel.Version, url)
-	f = &source.Fetcher{Runner: c.Runner, CacheDir: c.CacheDir, Setting: setting}
-	co, err = f.Prepare(ctx, url, rel.Version, rel.Commit, filepath.Join(gopath, "src", filepath.FromSlash(importPath)))
-	if err != nil {
-		return nil, nil, "", nil, fmt.Errorf("source: %w", err)
-	}
-	return f, co, gopath, release, nil
+	return &RefusedError{Dir: dir, Err: err}
 }
 
 // IsUserError reports errors whose message is complete for a user.

@@ -6,20 +6,28 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/nokmem/nokmem/internal/attest"
 	"github.com/nokmem/nokmem/internal/build"
 	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/internal/patch"
 	"github.com/nokmem/nokmem/internal/srccheck"
 	"github.com/nokmem/nokmem/matrix"
 	"github.com/nokmem/nokmem/verify"
+	"github.com/nokmem/nokmem/verify/target"
 )
 
 // RuncImportPath is where runc's sources must sit on GOPATH.
 const RuncImportPath = "github.com/opencontainers/runc"
 
 // keySchema changes whenever the meaning of the input key changes.
-const keySchema = "nokmem-runc-key/1"
+const keySchema = "nokmem-runc-key/2"
+
+// goamd64 is the x86-64 level every nokmem binary is compiled for: the
+// baseline, which every target runs (set explicitly, so a GOAMD64 in the
+// caller's environment cannot change the bytes unrecorded).
+const goamd64 = "v1"
 
 // BuildRunc produces a verified nokmem runc for version in dist/.
 func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) {
@@ -43,13 +51,19 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 		}
 		chosen = append(chosen, p)
 	}
+	tgt, err := c.target()
+	if err != nil {
+		return nil, err
+	}
 	tc, err := build.ResolveToolchain(ctx, c.Runner, build.ToolchainRequest{
-		Mode: c.Mode, Era: rel.Go, GoBin: c.GoBin, Toolchain: c.GoToolchain, Image: c.BuildImage})
+		Mode: c.Mode, Era: rel.Go, GoBin: c.GoBin, Toolchain: c.GoToolchain, Default: rel.Toolchain, Image: c.BuildImage, CacheDir: c.CacheDir})
 	if err != nil {
 		return nil, &UserError{Msg: err.Error()}
 	}
+	static := &build.Static{Tags: rel.Static.Tags, InstallSuffix: rel.Static.InstallSuffix}
+	var cgo build.CgoInfo
 	if c.Mode != build.ModeContainer {
-		if err := build.CheckCgoDeps(ctx, c.Runner, rel.BuildTags); err != nil {
+		if cgo, err = build.CheckCgoDeps(ctx, c.Runner, rel.BuildTags, true); err != nil {
 			return nil, &UserError{Msg: err.Error()}
 		}
 	}
@@ -57,15 +71,14 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 	for i, p := range chosen {
 		patchSums[i] = p.SHA256
 	}
+	// Everything that changes the binary's bytes or its verification.
 	key := inputKey(keySchema, rel.Version, rel.Commit, rel.Strategy, rel.BuildTags, rel.Layout, patchSums,
-		tc.Version, tc.Image, c.Mode, c.AllowStaticOnly)
-	if res, ok := c.cached("runc", version, key); ok {
-		return res, nil
-	}
-
-	f, co, gopath, unlock, err := c.workTree(ctx, "runc", c.RepoURL, "NOKMEM_RUNC_REPO", RuncImportPath, rel)
-	if err != nil {
-		return nil, err
+		tc.Version, tc.Image, c.Mode, c.AllowStaticOnly, static, build.StaticLDFlags, goamd64, cgo, tgt.Name,
+		c.ToolkitRevision, c.dynamic())
+	// workTree serves a cache hit (before and after waiting for the lock).
+	f, co, gopath, unlock, hit, err := c.workTree(ctx, "runc", c.RepoURL, "NOKMEM_RUNC_REPO", RuncImportPath, rel, c.cacheCheck("runc", version, key))
+	if err != nil || hit != nil {
+		return hit, err
 	}
 	defer unlock()
 	srcDir := co.Dir
@@ -119,8 +132,11 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 		SourceDate: co.CommitDate,
 		Mode:       c.Mode,
 		Toolchain:  tc,
+		Static:     static,
+		GOAMD64:    goamd64,
 	}
-	c.logf("runc %s: building with %s (tags %s, %s layout)", version, tc.Version, strings.Join(rel.BuildTags, ","), rel.Layout)
+	c.logf("runc %s: building statically for %s with %s (%s; tags %s, static %s, %s layout)", version, tgt.Name, tc.Version, tc.Source,
+		strings.Join(rel.BuildTags, ","), strings.Join(static.Tags, ","), rel.Layout)
 	b := &build.Builder{Runner: c.Runner}
 	br, err := b.Build(ctx, req)
 	if err != nil {
@@ -131,11 +147,12 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 		Source: dist.SourceInfo{URL: co.URL, Tag: rel.Version, Commit: co.Commit, CommitDate: co.CommitDate,
 			TreeCommit: treeCommit, Matrix: rel.Origin, Pinned: "pinned"},
 		Patches: applied,
-		Build: dist.BuildInfo{Tags: rel.BuildTags, GoRequested: rel.Go, GoUsed: tc.Version, Mode: string(br.Mode),
-			Image: tc.Image, Args: br.Args, Env: br.Env},
+		Build: dist.BuildInfo{Tags: rel.BuildTags, GoRequested: rel.Go, GoUsed: tc.Version, GoSource: tc.Source, Mode: string(br.Mode),
+			Image: tc.Image, Args: br.Args, Env: br.Env, Target: tgt.Name, GOAMD64: goamd64, Static: static, Cgo: cgo,
+			Toolkit: c.ToolkitRevision},
 		Checks: map[string]any{"source": check},
 	}
-	return c.verifyAndPublish(ctx, st, prov, "runc", verify.Options{Project: "runc", AllowStaticOnly: c.AllowStaticOnly}, &published)
+	return c.verifyAndPublish(ctx, st, prov, "runc", verify.Options{Project: "runc", AllowStaticOnly: c.AllowStaticOnly, Dynamic: c.dynamic(), Target: tgt.Name}, &published)
 }
 
 // verifyAndPublish verifies the binary in the staging directory, writes the
@@ -169,6 +186,13 @@ func (c *Config) verifyAndPublish(ctx context.Context, st *dist.Staging, prov *d
 	if err := st.WriteJSON(dist.ProvenanceFile, prov); err != nil {
 		return nil, err
 	}
+	// The statement pins the files above; the signature covers it.
+	if err := attest.Write(st.Path(""), prov, c.Signing.Sign, time.Now()); err != nil {
+		return nil, fmt.Errorf("write %s: %w", dist.StatementFile, err)
+	}
+	if err := c.mayReplace(prov.Project, prov.Version); err != nil {
+		return nil, err
+	}
 	final, err := st.Publish()
 	if err != nil {
 		return nil, err
@@ -186,4 +210,30 @@ func overlayDir(dir, project string) string {
 		return filepath.Join(dir, project)
 	}
 	return dir
+}
+
+// target is the nodes the artifacts are for (NOKMEM_TARGET, default el7).
+func (c *Config) target() (target.Target, error) {
+	name := c.Target
+	if name == "" {
+		name = DefaultTarget
+	}
+	t, err := target.Lookup(name)
+	if err != nil {
+		return target.Target{}, &UserError{Msg: "NOKMEM_TARGET: " + err.Error()}
+	}
+	return t, nil
+}
+
+// DefaultTarget is the fleet this toolkit exists for.
+const DefaultTarget = "el7"
+
+// dynamic is NOKMEM_DYNAMIC for builds: "require" makes a build fail where
+// the dynamic check cannot run, whatever NOKMEM_ALLOW_STATIC_ONLY says.
+// "off" is for verify targets only: a build always runs the check it can.
+func (c *Config) dynamic() string {
+	if c.Dynamic == "require" {
+		return "require"
+	}
+	return "auto"
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/go-github/v57/github"
 
+	"github.com/nokmem/nokmem/internal/attest"
 	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/internal/packaging"
 )
@@ -48,11 +49,14 @@ func Plan(distRoot string, sign func([]byte) ([]byte, error)) ([]Asset, error) {
 				problems = append(problems, err.Error())
 				continue
 			}
-			base := project + "-nokmem-" + v.Name()
-			assets = append(assets,
-				Asset{Name: base + "-linux-amd64", Path: filepath.Join(dir, project)},
-				Asset{Name: base + ".provenance.json", Path: filepath.Join(dir, dist.ProvenanceFile)},
-				Asset{Name: base + ".verify.json", Path: filepath.Join(dir, dist.ReportFile)})
+			// Named so that verify:dist can check a downloaded release.
+			for _, name := range []string{project, dist.ProvenanceFile, dist.ReportFile, dist.StatementFile, dist.SignatureFile} {
+				p := filepath.Join(dir, name)
+				if _, err := os.Stat(p); err != nil && (name == dist.StatementFile || name == dist.SignatureFile) {
+					continue // made before statements existed, or not signed
+				}
+				assets = append(assets, Asset{Name: attest.ReleaseAsset(project, v.Name(), name), Path: p})
+			}
 		}
 	}
 	if len(problems) > 0 {

@@ -212,7 +212,7 @@ func verifiedDist(t *testing.T) string {
 		dir := dist.Dir(d, "runc", v)
 		os.MkdirAll(dir, 0o755)
 		os.WriteFile(filepath.Join(dir, "runc"), []byte("runc "+v), 0o755)
-		os.WriteFile(filepath.Join(dir, dist.ReportFile), []byte(`{"passed": true, "verdict": "nokmem"}`), 0o644)
+		os.WriteFile(filepath.Join(dir, dist.ReportFile), []byte(`{"passed": true, "verdict": "nokmem", "target": {"target": "el7", "ok": true, "linkage": "static"}}`), 0o644)
 		b, _ := json.Marshal(dist.Provenance{Project: "runc", Version: v, Verified: dist.VerifiedInfo{Passed: true}})
 		os.WriteFile(filepath.Join(dir, dist.ProvenanceFile), b, 0o644)
 		if err := dist.WriteSums(dir); err != nil {
@@ -355,5 +355,32 @@ func TestDryRunAndRefusals(t *testing.T) {
 	}
 	if _, err := Plan(t.TempDir(), nil); err == nil {
 		t.Fatal("empty dist accepted")
+	}
+}
+
+// The in-toto statement and its signature travel with the artifact, under
+// the names verify:dist looks for in a downloaded release.
+func TestPlanCarriesTheStatementAndSignature(t *testing.T) {
+	d := verifiedDist(t)
+	dir := dist.Dir(d, "runc", "v1.0.0-rc9")
+	os.WriteFile(filepath.Join(dir, dist.StatementFile), []byte(`{"_type":"https://in-toto.io/Statement/v1"}`), 0o644)
+	os.WriteFile(filepath.Join(dir, dist.SignatureFile), []byte("sig"), 0o644)
+	dist.WriteSums(dir)
+	assets, err := Plan(d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, a := range assets {
+		names = append(names, a.Name)
+	}
+	got := strings.Join(names, " ")
+	for _, want := range []string{"runc-nokmem-v1.0.0-rc9.intoto.json", "runc-nokmem-v1.0.0-rc9.intoto.json.asc", "runc-nokmem-v1.0.0-rc9-linux-amd64"} {
+		if !strings.Contains(got, want+" ") && !strings.HasSuffix(got, want) {
+			t.Errorf("assets lack %s: %s", want, got)
+		}
+	}
+	if strings.Contains(got, "runc-nokmem-v1.0.0-rc5.intoto.json") {
+		t.Errorf("a statement was invented for rc5: %s", got)
 	}
 }

@@ -17,10 +17,12 @@ import (
 
 // Cmd is one external command.
 type Cmd struct {
-	Args  []string // Args[0] is the program
-	Dir   string
-	Env   []string // added to (and overriding) the inherited environment
-	Stdin io.Reader
+	Args []string // Args[0] is the program
+	Dir  string
+	Env  []string // added to (and overriding) the inherited environment
+	// Isolated makes Env the whole environment: nothing is inherited.
+	Isolated bool
+	Stdin    io.Reader
 	// Stream, if set, also receives the command's combined output as it runs.
 	Stream io.Writer
 }
@@ -83,6 +85,9 @@ func (Local) Run(ctx context.Context, c Cmd) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, c.Args[0], c.Args[1:]...)
 	cmd.Dir = c.Dir
 	cmd.Env = MergeEnv(os.Environ(), c.Env)
+	if c.Isolated {
+		cmd.Env = MergeEnv(nil, c.Env)
+	}
 	cmd.Stdin = c.Stdin
 	var buf bytes.Buffer
 	var w io.Writer = &buf

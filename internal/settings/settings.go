@@ -4,6 +4,7 @@
 package settings
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,10 +12,12 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/nokmem/nokmem/internal/attest"
 	"github.com/nokmem/nokmem/internal/build"
 	"github.com/nokmem/nokmem/internal/pipeline"
 	"github.com/nokmem/nokmem/internal/run"
 	"github.com/nokmem/nokmem/internal/source"
+	"github.com/nokmem/nokmem/verify/target"
 )
 
 // Setting documents one environment variable.
@@ -26,7 +29,7 @@ type Setting struct {
 var All = []Setting{
 	{"NOKMEM_RUNC_REPO", "https://github.com/opencontainers/runc.git", "git URL or local path of runc (an internal mirror or a local clone)"},
 	{"NOKMEM_KUBERNETES_REPO", "https://github.com/kubernetes/kubernetes.git", "git URL or local path of kubernetes (only the tag is fetched, at depth 1)"},
-	{"NOKMEM_ALLOW_UNPINNED", "0", "1: build kubelet releases without a pinned commit (loud warning; provenance says unpinned)"},
+	{"NOKMEM_ALLOW_UNPINNED", "0", "1: accept kubelet releases without a pinned commit where they are refused: builds under CI=true, and release and publish:mirror of unpinned artifacts (local builds of them only warn; the provenance says unpinned)"},
 	{"NOKMEM_ACCEPT_GO_MISMATCH", "0", "1: build kubelet with a host Go whose minor differs from the release's"},
 	{"NOKMEM_KUBE_VERSION_SUFFIX", "", "build metadata appended to the kubelet version, e.g. +nokmem.1 (never a - suffix)"},
 	{"NOKMEM_CACHE", "$XDG_CACHE_HOME/nokmem or ~/.cache/nokmem", "source cache and work trees"},
@@ -35,13 +38,15 @@ var All = []Setting{
 	{"NOKMEM_PATCHES_OVERLAY", "", "extra patches directory (with a runc/ subdirectory, or the patches themselves)"},
 	{"NOKMEM_BUILD_MODE", "host", "host (this machine's Go) or container (golang:<era> image through docker)"},
 	{"NOKMEM_GO", "go", "the go binary to build with in host mode"},
-	{"NOKMEM_GO_TOOLCHAIN", "", "a Go toolchain to download through the module proxy, e.g. go1.22.12"},
+	{"NOKMEM_GO_TOOLCHAIN", "", "host (NOKMEM_GO), era (the release's own Go minor, latest patch, through the module proxy; GOPROXY is honoured) or an exact version such as go1.22.12; unset: the matrix's choice per release"},
+	{"NOKMEM_TARGET", "el7", "the nodes the binaries are for: el7, el8, el9 or debian11 (glibc, libseccomp, kernel, x86-64 level); a binary that cannot start there fails verification"},
 	{"NOKMEM_BUILD_IMAGE", "golang:<era>", "container image for container mode (it needs libseccomp-dev for the seccomp tag)"},
 	{"NOKMEM_ALLOW_STATIC_ONLY", "0", "1: accept static verification alone where the dynamic check cannot run (not root, no cgroup v1)"},
-	{"NOKMEM_DYNAMIC", "auto", "verify targets: auto, require or off"},
+	{"NOKMEM_DYNAMIC", "auto", "auto, require or off (off only for verify targets; require makes builds fail where the dynamic check cannot run)"},
 	{"NOKMEM_PACKAGE_RELEASE", "1.nokmem", "package release field (sorts after upstream's 0 / 00); raise it to republish changed bytes"},
-	{"NOKMEM_SIGNING_KEY", "", "armored OpenPGP private key file; when set, SHA256SUMS of the mirror and the release are signed (.asc)"},
+	{"NOKMEM_SIGNING_KEY", "", "armored OpenPGP private key file; when set, every artifact's provenance.intoto.json and the SHA256SUMS of the mirror and the release are signed (.asc), and cache hits and verify targets require that signature"},
 	{"NOKMEM_SIGNING_PASSPHRASE", "", "passphrase of the signing key, if it is encrypted"},
+	{"NOKMEM_VERIFY_PUBKEY", "", "armored OpenPGP public key file: cache hits, verify:runc/kubelet and verify:dist require statements (and a release's SHA256SUMS) signed by it; unset: the signing key's own public key, if set"},
 	{"NOKMEM_GITHUB_REPO", "", "owner/name of the GitHub repository that release publishes to"},
 	{"NOKMEM_GITHUB_API", "https://api.github.com/", "GitHub (Enterprise) API base URL, e.g. https://ghe.example.com/api/v3/"},
 	{"NOKMEM_GITHUB_UPLOAD", "https://uploads.github.com/", "GitHub (Enterprise) upload URL, e.g. https://ghe.example.com/api/uploads/"},
@@ -60,6 +65,7 @@ type Env struct {
 	PackageRelease   string
 	SigningKey       string
 	SigningPass      string
+	VerifyPubKey     string
 	GitHubRepo       string
 	GitHubAPI        string
 	GitHubUpload     string
@@ -71,11 +77,13 @@ type Env struct {
 	Mode             build.Mode
 	GoBin            string
 	GoToolchain      string
+	Target           string
 	BuildImage       string
 	AllowStaticOnly  bool
 	Dynamic          string
 	VerifyRuntime    string
 	Privileged       bool
+	CI               bool // CI=true: unpinned kubelet releases are refused
 }
 
 // Read parses the environment through getenv, reporting every bad value.
@@ -94,6 +102,7 @@ func Read(getenv func(string) string) (*Env, error) {
 		PackageRelease: getenv("NOKMEM_PACKAGE_RELEASE"),
 		SigningKey:     getenv("NOKMEM_SIGNING_KEY"),
 		SigningPass:    getenv("NOKMEM_SIGNING_PASSPHRASE"),
+		VerifyPubKey:   getenv("NOKMEM_VERIFY_PUBKEY"),
 		GitHubRepo:     getenv("NOKMEM_GITHUB_REPO"),
 		GitHubAPI:      getenv("NOKMEM_GITHUB_API"),
 		GitHubUpload:   getenv("NOKMEM_GITHUB_UPLOAD"),
@@ -103,10 +112,12 @@ func Read(getenv func(string) string) (*Env, error) {
 		Mode:           build.Mode(or("NOKMEM_BUILD_MODE", "host")),
 		GoBin:          getenv("NOKMEM_GO"),
 		GoToolchain:    getenv("NOKMEM_GO_TOOLCHAIN"),
+		Target:         or("NOKMEM_TARGET", pipeline.DefaultTarget),
 		BuildImage:     getenv("NOKMEM_BUILD_IMAGE"),
 		Dynamic:        or("NOKMEM_DYNAMIC", "auto"),
 		VerifyRuntime:  or("NOKMEM_VERIFY_RUNTIME", "auto"),
 		Privileged:     true,
+		CI:             getenv("CI") == "true",
 	}
 	switch e.VerifyRuntime {
 	case "auto", "host", "docker":
@@ -122,6 +133,12 @@ func Read(getenv func(string) string) (*Env, error) {
 	}
 	if err := source.CheckURL(e.RuncRepo); err != nil {
 		errs = append(errs, fmt.Errorf("NOKMEM_RUNC_REPO: %w", err))
+	}
+	if err := build.ValidToolchainSetting(e.GoToolchain); err != nil {
+		errs = append(errs, fmt.Errorf("NOKMEM_GO_TOOLCHAIN: %w", err))
+	}
+	if _, err := target.Lookup(e.Target); err != nil {
+		errs = append(errs, fmt.Errorf("NOKMEM_TARGET: %w", err))
 	}
 	if e.Mode != build.ModeHost && e.Mode != build.ModeContainer {
 		errs = append(errs, fmt.Errorf("NOKMEM_BUILD_MODE=%q: want host or container", e.Mode))
@@ -194,10 +211,15 @@ func (e *Env) Pipeline(root string) (*pipeline.Config, error) {
 		}
 		return filepath.Join(root, p)
 	}
+	keys, err := attest.LoadKeys(abs(e.SigningKey), e.SigningPass, abs(e.VerifyPubKey))
+	if err != nil {
+		return nil, err
+	}
 	return &pipeline.Config{
 		RepoURL:           e.RuncRepo,
 		KubeRepoURL:       e.KubeRepo,
 		AllowUnpinned:     e.AllowUnpinned,
+		CI:                e.CI,
 		AcceptGoMismatch:  e.AcceptGoMismatch,
 		KubeVersionSuffix: e.KubeSuffix,
 		CacheDir:          abs(e.Cache),
@@ -209,10 +231,14 @@ func (e *Env) Pipeline(root string) (*pipeline.Config, error) {
 		Mode:              e.Mode,
 		GoBin:             e.GoBin,
 		GoToolchain:       e.GoToolchain,
+		Target:            e.Target,
+		Dynamic:           e.Dynamic,
+		ToolkitRevision:   ToolkitRevision(root),
 		BuildImage:        e.BuildImage,
 		AllowStaticOnly:   e.AllowStaticOnly,
 		Runner:            run.Local{},
 		Verifier:          pipeline.DefaultVerifier{},
+		Signing:           keys,
 		Log:               os.Stderr,
 	}, nil
 }
@@ -228,4 +254,21 @@ func Help() string {
 		fmt.Fprintf(&b, "  %-24s %s (default: %s)\n", s.Name, s.Help, def)
 	}
 	return b.String()
+}
+
+// ToolkitRevision is the git commit of the nokmem checkout at root, with
+// "-dirty" when tracked files differ from it, or "unknown" outside git. It
+// is part of every cache key and provenance: a new toolkit may build or
+// verify differently.
+func ToolkitRevision(root string) string {
+	ctx := context.Background()
+	out, err := run.Local{}.Run(ctx, run.Cmd{Args: []string{"git", "-C", root, "rev-parse", "HEAD"}})
+	if err != nil {
+		return "unknown"
+	}
+	rev := strings.TrimSpace(string(out))
+	if st, err := (run.Local{}).Run(ctx, run.Cmd{Args: []string{"git", "-C", root, "status", "--porcelain", "--untracked-files=no"}}); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		rev += "-dirty"
+	}
+	return rev
 }

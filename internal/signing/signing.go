@@ -1,15 +1,17 @@
-// Package signing signs checksum files with OpenPGP (armored detached
-// signatures, as `gpg --armor --detach-sign` makes and `gpg --verify`
-// checks), so that a mirror can prove what it serves. The key is an
-// armored private key file named by NOKMEM_SIGNING_KEY; signing is skipped
-// when it is unset.
+// Package signing makes and checks OpenPGP armored detached signatures (as
+// `gpg --armor --detach-sign` makes and `gpg --verify` checks): over the
+// SHA256SUMS of a mirror or a release, and over each artifact's in-toto
+// statement (internal/attest). The key is an armored private key file named
+// by NOKMEM_SIGNING_KEY; signing is skipped when it is unset.
 package signing
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
@@ -65,16 +67,56 @@ func (s *Signer) PublicKey() ([]byte, error) {
 	if err := s.entity.Serialize(w); err != nil {
 		return nil, err
 	}
-	w.Close()
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
 	return out.Bytes(), nil
 }
 
 // Verify checks an armored detached signature against an armored public key.
 func Verify(publicKey, data, sig []byte) error {
+	_, err := Check(publicKey, data, sig)
+	return err
+}
+
+// Check checks an armored detached signature against an armored public key
+// (ring) and returns the fingerprint of the primary key that made it, as
+// `gpg --fingerprint` prints it without spaces.
+func Check(publicKey, data, sig []byte) (string, error) {
 	ring, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(publicKey))
 	if err != nil {
-		return err
+		return "", fmt.Errorf("public key: %w", err)
 	}
-	_, err = openpgp.CheckArmoredDetachedSignature(ring, bytes.NewReader(data), bytes.NewReader(sig), nil)
-	return err
+	signer, err := openpgp.CheckArmoredDetachedSignature(ring, bytes.NewReader(data), bytes.NewReader(sig), nil)
+	if err != nil {
+		return "", err
+	}
+	return strings.ToUpper(hex.EncodeToString(signer.PrimaryKey.Fingerprint)), nil
+}
+
+// LoadPublicKey reads an armored public key file (a private key file works
+// too: only its public part is used) and returns it armored.
+func LoadPublicKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("public key: %w", err)
+	}
+	ring, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("public key %s: %w", path, err)
+	}
+	var out bytes.Buffer
+	w, err := armor.Encode(&out, openpgp.PublicKeyType, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ring {
+		if err := e.Serialize(w); err != nil {
+			return nil, fmt.Errorf("public key %s: %w", path, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
+
+	"github.com/nokmem/nokmem/internal/testenv"
 )
 
 // NewTestKey writes an armored private key for tests and returns its path.
@@ -61,6 +63,9 @@ func TestLoadErrors(t *testing.T) {
 // The signature is what gpg itself accepts, and gpg rejects it for other data.
 func TestGPGVerifies(t *testing.T) {
 	if _, err := exec.LookPath("gpg"); err != nil {
+		if testenv.InCI() {
+			t.Fatal("CI=true but gpg is missing (.ci/run installs gnupg)")
+		}
 		t.Skip("needs gpg")
 	}
 	s, err := Load(newTestKey(t), "")

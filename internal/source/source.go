@@ -42,6 +42,10 @@ type MovedTagError struct {
 }
 
 func (e *MovedTagError) Error() string {
+	if e.Found == "" {
+		return fmt.Sprintf("tag %s no longer exists at %s, but the matrix pins it to %s: the tag was deleted or the source is not upstream. "+
+			"Treat this as a supply-chain event: find out why before building; nokmem refuses to build or serve it", e.Tag, e.URL, e.Pinned)
+	}
 	return fmt.Sprintf("tag %s at %s resolves to commit %s, but the matrix pins %s: the tag moved or the source is not upstream. "+
 		"Treat this as a supply-chain event: find out why before building; nokmem refuses to build it", e.Tag, e.URL, e.Found, e.Pinned)
 }
@@ -121,14 +125,10 @@ func (f *Fetcher) Fetch(ctx context.Context, url, tag string) (cache, commit str
 	if err := CheckURL(url); err != nil {
 		return "", "", err
 	}
-	if abs, err := filepath.Abs(url); err == nil && !strings.Contains(url, "://") && !strings.Contains(url, "@") {
-		if _, statErr := os.Stat(abs); statErr == nil {
-			url = abs
-		}
-	}
+	url = absURL(url)
 	cache, err = f.cacheRepo(ctx, url)
 	if err != nil {
-		return "", "", fmt.Errorf("source cache: %w", err)
+		return "", "", fmt.Errorf("source cache in %s (NOKMEM_CACHE; set it to a directory you can write): %w", f.CacheDir, err)
 	}
 	ref := "refs/tags/" + tag
 	if _, err := f.git(ctx, cache, "fetch", "-q", "--depth=1", "--no-tags", "--force", "--", url, "+"+ref+":"+ref); err != nil {
@@ -139,6 +139,63 @@ func (f *Fetcher) Fetch(ctx context.Context, url, tag string) (cache, commit str
 		return "", "", fmt.Errorf("resolve %s: %w", tag, err)
 	}
 	return cache, commit, nil
+}
+
+// absURL makes a local path absolute, so that one repository has one cache
+// whatever the working directory.
+func absURL(url string) string {
+	if abs, err := filepath.Abs(url); err == nil && !strings.Contains(url, "://") && !strings.Contains(url, "@") {
+		if _, statErr := os.Stat(abs); statErr == nil {
+			return abs
+		}
+	}
+	return url
+}
+
+// ResolveTag asks url which commit refs/tags/<tag> names now, without
+// fetching anything (git ls-remote, one round trip): the peeled commit of
+// an annotated tag, or the commit a lightweight tag names. A remote that
+// cannot be asked is an *UnreachableError; a tag that is gone resolves to
+// "".
+func (f *Fetcher) ResolveTag(ctx context.Context, url, tag string) (string, error) {
+	if err := CheckURL(url); err != nil {
+		return "", err
+	}
+	url = absURL(url)
+	ref := "refs/tags/" + tag
+	out, err := f.git(ctx, "", "ls-remote", "--", url, ref, ref+"^{}")
+	if err != nil {
+		return "", &UnreachableError{URL: url, Tag: tag, Setting: f.Setting, Err: err}
+	}
+	var direct, peeled string
+	for _, line := range strings.Split(out, "\n") {
+		sha, name, ok := strings.Cut(strings.TrimSpace(line), "\t")
+		switch {
+		case !ok:
+		case name == ref:
+			direct = sha
+		case name == ref+"^{}":
+			peeled = sha
+		}
+	}
+	if peeled != "" {
+		return peeled, nil
+	}
+	return direct, nil
+}
+
+// CheckTag re-resolves tag at url and refuses it unless it still names
+// pinned: a *MovedTagError when it names another commit or is gone, an
+// *UnreachableError when the remote cannot be asked.
+func (f *Fetcher) CheckTag(ctx context.Context, url, tag, pinned string) error {
+	found, err := f.ResolveTag(ctx, url, tag)
+	if err != nil {
+		return err
+	}
+	if found != pinned {
+		return &MovedTagError{URL: absURL(url), Tag: tag, Pinned: pinned, Found: found}
+	}
+	return nil
 }
 
 // Prepare fetches tag, checks it against pinned and creates a fresh work

@@ -69,3 +69,50 @@ func TestCheckURL(t *testing.T) {
 		}
 	}
 }
+
+func TestResolveTagAsksTheRemoteWithoutFetching(t *testing.T) {
+	r := fixture.NewRuncRepo(t)
+	cacheDir := t.TempDir()
+	f := &Fetcher{Runner: run.Local{}, CacheDir: cacheDir, Setting: "NOKMEM_RUNC_REPO"}
+	ctx := context.Background()
+	pinned := r.Commits["v1.0.0-rc9"]
+
+	// A clone whose tags we move: annotated, lightweight, deleted.
+	fork := filepath.Join(t.TempDir(), "fork")
+	fixture.Git(t, filepath.Dir(fork), "clone", "-q", r.Dir, fork)
+	fixture.Git(t, fork, "tag", "light", pinned)
+	for _, c := range []struct{ tag, want string }{{"v1.0.0-rc9", pinned}, {"light", pinned}, {"v9.9.9", ""}} {
+		got, err := f.ResolveTag(ctx, fork, c.tag)
+		if err != nil || got != c.want {
+			t.Errorf("ResolveTag(%s) = %q, %v; want %q", c.tag, got, err, c.want)
+		}
+	}
+	if err := f.CheckTag(ctx, fork, "v1.0.0-rc9", pinned); err != nil {
+		t.Errorf("unmoved tag refused: %v", err)
+	}
+	os.WriteFile(filepath.Join(fork, "NEWS"), []byte("x"), 0o644)
+	fixture.Git(t, fork, "add", "-A")
+	fixture.Git(t, fork, "commit", "-q", "-m", "after the release")
+	moved := fixture.Git(t, fork, "rev-parse", "HEAD")
+	fixture.Git(t, fork, "tag", "-f", "-a", "-m", "moved", "v1.0.0-rc9")
+	err := f.CheckTag(ctx, fork, "v1.0.0-rc9", pinned)
+	var m *MovedTagError
+	if !errors.As(err, &m) || m.Found != moved || !strings.Contains(err.Error(), "supply-chain event") {
+		t.Errorf("moved annotated tag: %v", err)
+	}
+	fixture.Git(t, fork, "tag", "-d", "v1.0.0-rc9")
+	if err := f.CheckTag(ctx, fork, "v1.0.0-rc9", pinned); !errors.As(err, &m) || !strings.Contains(err.Error(), "no longer exists") {
+		t.Errorf("deleted tag: %v", err)
+	}
+	var un *UnreachableError
+	if err := f.CheckTag(ctx, filepath.Join(t.TempDir(), "gone"), "v1.0.0-rc9", pinned); !errors.As(err, &un) ||
+		!strings.Contains(err.Error(), "NOKMEM_RUNC_REPO") {
+		t.Errorf("unreachable remote: %v", err)
+	}
+	if err := f.CheckTag(ctx, "--upload-pack=touch /tmp/x", "v1.0.0-rc9", pinned); err == nil || !strings.Contains(err.Error(), "option") {
+		t.Errorf("option-like URL: %v", err)
+	}
+	if entries, _ := os.ReadDir(cacheDir); len(entries) != 0 {
+		t.Errorf("ResolveTag wrote to the cache: %v", entries)
+	}
+}

@@ -4,21 +4,26 @@
 package targets
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/magefile/mage/mg"
 
+	"github.com/nokmem/nokmem/internal/attest"
 	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/internal/mirror"
 	"github.com/nokmem/nokmem/internal/packaging"
+	"github.com/nokmem/nokmem/internal/pinning"
 	"github.com/nokmem/nokmem/internal/pipeline"
 	"github.com/nokmem/nokmem/internal/release"
 	"github.com/nokmem/nokmem/internal/run"
@@ -44,13 +49,34 @@ func config() (*settings.Env, *pipeline.Config, error) {
 	return env, cfg, err
 }
 
-// fail renders every error of every target: one message, exit status 1.
+// fail renders every error of every target: one message, exit status 1;
+// "nothing to do" is not an error (ExitNothingToDo).
 func fail(err error) error {
 	if err == nil {
 		return nil
 	}
+	var nothing *pipeline.NothingToDoError
+	if errors.As(err, &nothing) {
+		// Not a failure, so not Mage's "Error: …": a message and its own
+		// exit status. Everything the target started has returned.
+		fmt.Fprintf(stderr, "nokmem: %v (exit status %d)\n", nothing, ExitNothingToDo)
+		exit(ExitNothingToDo)
+		return nil
+	}
 	return mg.Fatal(1, "nokmem: "+err.Error())
 }
+
+// ExitNothingToDo is the exit status of build:runc and build:kubelet for a
+// release that carries no kernel-memory code (runc v1.0.0-rc94 and later,
+// kubelet 1.21.2 and later): nothing was built because nothing needs to be.
+// A CI script tells it from success (0) and failure (1, 2).
+const ExitNothingToDo = 3
+
+// exit and stderr are os.Exit and os.Stderr; tests replace them.
+var (
+	exit             = os.Exit
+	stderr io.Writer = os.Stderr
+)
 
 // BuildRunc is build:runc.
 func BuildRunc(ctx context.Context, version string) error {
@@ -85,10 +111,12 @@ func BuildKubelet(ctx context.Context, version string) error {
 }
 
 func verifyOptions(env *settings.Env, kind string) verify.Options {
-	return verify.Options{Project: kind, Dynamic: env.Dynamic, AllowStaticOnly: env.AllowStaticOnly}
+	return verify.Options{Project: kind, Dynamic: env.Dynamic, AllowStaticOnly: env.AllowStaticOnly, Target: env.Target}
 }
 
-// VerifyArtifact is verify:<project> for an artifact in dist/.
+// VerifyArtifact is verify:<project> for an artifact in dist/. The
+// directory must first be what nokmem published (statement, signature when
+// a key is set, every digest); only then is the binary verified again.
 func VerifyArtifact(ctx context.Context, project, version string) error {
 	env, cfg, err := config()
 	if err != nil {
@@ -98,14 +126,75 @@ func VerifyArtifact(ctx context.Context, project, version string) error {
 		return fail(err)
 	}
 	dir := dist.Dir(cfg.DistDir, project, version)
-	if _, err := dist.CheckSums(dir); err != nil {
-		return fail(fmt.Errorf("%s %s: no intact artifact in %s (run build:%s %s first): %w", project, version, dir, project, version, err))
+	art, err := attest.CheckDir(dir, attest.Expect{Project: project, Version: version, PublicKey: cfg.Signing.PublicKey})
+	switch {
+	case errors.Is(err, attest.ErrAbsent):
+		return fail(fmt.Errorf("%s %s: no artifact in %s (NOKMEM_DIST): run build:%s %s first", project, version, dir, project, version))
+	case err != nil:
+		return fail(fmt.Errorf("verify %s %s: %w. Do not use it: keep it to investigate, then remove it (rm -r %s) and run build:%s %s", project, version, err, dir, project, version))
 	}
+	fmt.Printf("%s %s: %s intact (sha256 %s), %s\n", project, version, dir, art.SHA256, signature(art, cfg.Signing.PublicKey))
 	probe := ""
 	if p := filepath.Join(dir, pipeline.ProbeFile); project == "kubelet" {
 		probe = p
 	}
-	return verifyAndReport(ctx, env, cfg, project, filepath.Join(dir, project), probe, project+"-"+version)
+	return verifyAndReport(ctx, env, cfg, project, art.Binary, probe, project+"-"+version)
+}
+
+// signature says what was checked of an artifact's signature.
+func signature(art *attest.Artifact, publicKey []byte) string {
+	switch {
+	case art.Signer != "":
+		return "statement signed by " + art.Signer
+	case len(publicKey) == 0 && art.Signed:
+		return "signature present but not checked (set NOKMEM_VERIFY_PUBKEY)"
+	}
+	return "unsigned (no NOKMEM_SIGNING_KEY or NOKMEM_VERIFY_PUBKEY)"
+}
+
+// VerifyDist is verify:dist: every artifact under NOKMEM_DIST, a dist/
+// tree or a downloaded GitHub release, checked as a consumer would, one
+// line each; it fails with the list of every problem.
+func VerifyDist(ctx context.Context) error {
+	_, cfg, err := config()
+	if err != nil {
+		return fail(err)
+	}
+	tree, err := attest.CheckTree(ctx, cfg.DistDir, cfg.Signing.PublicKey)
+	if err != nil {
+		return fail(fmt.Errorf("verify:dist: %w", err))
+	}
+	kind := "dist"
+	if tree.Release {
+		kind = "release"
+	}
+	fmt.Printf("%s %s:\n", kind, tree.Root)
+	var ni *attest.NotIntactError
+	for _, e := range tree.Entries {
+		name := strings.TrimSpace(e.Project + " " + e.Version)
+		if name == "" {
+			name = e.Where
+		}
+		switch {
+		case e.Err == nil:
+			fmt.Printf("  ok        %-22s sha256 %s  verdict %s, dynamic %s; %s\n", name, e.Artifact.SHA256, e.Artifact.Verdict, e.Artifact.Dynamic,
+				signature(e.Artifact, cfg.Signing.PublicKey))
+		case errors.As(e.Err, &ni) && ni.Modified():
+			fmt.Printf("  MODIFIED  %-22s %s\n", name, e.Where)
+		default:
+			fmt.Printf("  FAILED    %-22s %s\n", name, e.Where)
+		}
+	}
+	if len(tree.Problems) > 0 {
+		n := fmt.Sprintf("%d problems", len(tree.Problems))
+		if len(tree.Problems) == 1 {
+			n = "1 problem"
+		}
+		return fail(fmt.Errorf("verify:dist: %s does not check out (%s); do not use what is named below:\n  - %s",
+			tree.Root, n, strings.Join(tree.Problems, "\n  - ")))
+	}
+	fmt.Printf("%d artifacts intact and verified\n", len(tree.Entries))
+	return nil
 }
 
 // VerifyFile is verify:file.
@@ -135,7 +224,10 @@ func verifyAndReport(ctx context.Context, env *settings.Env, cfg *pipeline.Confi
 	if useDocker {
 		fmt.Println("verifying in the verifier container (NOKMEM_VERIFY_RUNTIME=host to run on the host)")
 		v := &container.Verifier{Runner: run.Local{}, Root: root(), Privileged: env.Privileged, Dynamic: env.Dynamic, AllowStaticOnly: env.AllowStaticOnly}
-		rep, err = v.Verify(ctx, kind, path)
+		if rep, err = v.Verify(ctx, kind, path); err == nil {
+			// The target gate reads the file and runs it in an empty root here.
+			err = rep.ApplyTarget(ctx, path, verifyOptions(env, kind))
+		}
 	} else {
 		opt := verifyOptions(env, kind)
 		opt.Probe = probe
@@ -179,9 +271,14 @@ func MatrixList() error {
 		return fail(err)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "VERSION\tCOMMIT\tSTRATEGY\tTAGS\tGO\tLAYOUT\tPATCHES")
+	fmt.Fprintln(w, "VERSION\tCOMMIT\tSTRATEGY\tTAGS\tSTATIC TAGS\tGO\tTOOLCHAIN\tLAYOUT\tPATCHES")
 	for _, r := range m.Releases {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Version, r.Commit[:12], r.Strategy, strings.Join(r.BuildTags, ","), r.Go, r.Layout, strings.Join(r.Patches, ","))
+		static := "-"
+		if r.Static != nil {
+			static = strings.Join(r.Static.Tags, ",")
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Version, r.Commit[:12], r.Strategy, strings.Join(r.BuildTags, ","), static, r.Go,
+			cmp.Or(r.Toolchain, "host"), r.Layout, strings.Join(r.Patches, ","))
 	}
 	return w.Flush()
 }
@@ -219,6 +316,49 @@ func MatrixJSON() error {
 		return fail(err)
 	}
 	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+// MatrixPin is matrix:pin.
+func MatrixPin(ctx context.Context, project, version string) error {
+	env, cfg, err := config()
+	if err != nil {
+		return fail(err)
+	}
+	url, setting := cfg.KubeRepoURL, "NOKMEM_KUBERNETES_REPO"
+	switch project {
+	case "kubelet":
+	case "runc":
+		url, setting = cfg.RepoURL, "NOKMEM_RUNC_REPO"
+	default:
+		return fail(fmt.Errorf("matrix:pin: project %q must be kubelet or runc", project))
+	}
+	if _, err := matrix.ParseVersion(version); err != nil {
+		return fail(err)
+	}
+	res, err := pinning.Pin(ctx, pinning.Request{Project: project, Version: version, MatrixDir: cfg.MatrixDir, Overlay: env.MatrixOverlay,
+		RepoURL: url, Setting: setting, CacheDir: cfg.CacheDir, DistDir: cfg.DistDir, Runner: run.Local{}, Now: time.Now()})
+	if err != nil {
+		return fail(fmt.Errorf("matrix:pin %s %s: %w", project, version, err))
+	}
+	if res.Already {
+		fmt.Printf("%s %s is already pinned to %s in %s\n", project, version, res.Commit, res.File)
+		return nil
+	}
+	fmt.Printf("%s %s pinned to %s in %s\n", project, version, res.Commit, res.File)
+	if res.Reviewed == "" {
+		fmt.Printf("  no %s %s artifact in %s was built from it yet: build it (build:%s %s) and review it before publishing\n", project, version, cfg.DistDir, project, version)
+	}
+	return nil
+}
+
+// publishable refuses, for release and publish:mirror, artifacts built
+// from unpinned matrix entries unless NOKMEM_ALLOW_UNPINNED=1.
+func publishable(env *settings.Env, cfg *pipeline.Config, what string) error {
+	allowed, err := pinning.CheckPublishable(cfg.DistDir, what, env.AllowUnpinned)
+	for _, u := range allowed {
+		fmt.Fprintf(stderr, "WARNING: %s publishes %s, built from an unpinned matrix entry (NOKMEM_ALLOW_UNPINNED=1)\n", what, u)
+	}
+	return err
 }
 
 func goCmd(ctx context.Context, args ...string) error {
@@ -290,6 +430,9 @@ func PublishMirror(ctx context.Context, dir string) error {
 	if err != nil {
 		return fail(err)
 	}
+	if err := publishable(env, cfg, "publish:mirror"); err != nil {
+		return fail(err)
+	}
 	if err := Package(); err != nil {
 		return err
 	}
@@ -322,6 +465,9 @@ func Release(ctx context.Context, tag string) error {
 	if err != nil {
 		return fail(err)
 	}
+	if err := publishable(env, cfg, "release"); err != nil {
+		return fail(err)
+	}
 	assets, err := release.Plan(cfg.DistDir, sign)
 	if err != nil {
 		return fail(err)
@@ -351,6 +497,14 @@ func VerifyHost(ctx context.Context) error {
 	}
 	mount, _ := verify.MemoryMount()
 	fmt.Printf("cgroup v1 memory hierarchy: %s (has %s)\n", mount, verify.KmemFile)
+	// What checks killed by SIGKILL or a Mage cleanup timeout left behind.
+	reaped, err := verify.ReapLeftovers()
+	for _, p := range reaped {
+		fmt.Printf("removed the leftover of a dead check: %s\n", p)
+	}
+	if err != nil {
+		fmt.Printf("warning: leftovers of dead checks remain: %v\n", err)
+	}
 	checks, err := verify.SelfTest(ctx, mount, verify.DynamicOptions{})
 	if err != nil {
 		return fail(fmt.Errorf("self-test: %w", err))
@@ -370,14 +524,16 @@ func VerifyHost(ctx context.Context) error {
 // PrintSettings is the settings target.
 func PrintSettings() { fmt.Print(settings.Help()) }
 
-// Clean removes the output directory.
+// Clean removes what nokmem made in NOKMEM_DIST, and nothing else
+// (dist.Clean).
 func Clean() error {
 	_, cfg, err := config()
 	if err != nil {
 		return fail(err)
 	}
-	if cfg.DistDir == "" || cfg.DistDir == "/" {
-		return fail(errors.New("refusing to remove NOKMEM_DIST=" + cfg.DistDir))
+	removed, err := dist.Clean(cfg.DistDir)
+	for _, p := range removed {
+		fmt.Println("removed", p)
 	}
-	return fail(os.RemoveAll(cfg.DistDir))
+	return fail(err)
 }

@@ -1,11 +1,15 @@
 package targets
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nokmem/nokmem/internal/pipeline"
 )
 
 // mage runs `go tool mage` in the project root, as a user would.
@@ -23,7 +27,7 @@ func TestMageListsEveryTarget(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	for _, target := range []string{"build:runc", "verify:runc", "verify:file", "verify:host", "package", "publish:mirror", "release", "build:kubelet", "verify:kubelet", "matrix:list", "matrix:json", "settings", "test", "bench", "clean"} {
+	for _, target := range []string{"build:runc", "verify:runc", "verify:file", "verify:host", "verify:dist", "package", "publish:mirror", "release", "build:kubelet", "verify:kubelet", "matrix:list", "matrix:json", "matrix:pin", "settings", "test", "bench", "clean"} {
 		if !strings.Contains(out, "  "+target+" ") {
 			t.Errorf("mage -l lacks %s:\n%s", target, out)
 		}
@@ -69,5 +73,42 @@ func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// "Nothing to do" is not an error: no "Error:", and its own exit status, so
+// that a CI script can tell it from a failure.
+func TestNothingToDoHasItsOwnExitStatus(t *testing.T) {
+	env := []string{"NOKMEM_DIST=" + filepath.Join(t.TempDir(), "dist"), "NOKMEM_CACHE=" + t.TempDir()}
+	for _, args := range [][]string{{"build:runc", "v1.0.3"}, {"build:runc", "v1.0.0-rc94"}} {
+		out, err := mage(t, env, args...)
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != ExitNothingToDo {
+			t.Errorf("%v: %v, want exit status %d\n%s", args, err, ExitNothingToDo, out)
+		}
+		if !strings.Contains(out, "nothing to do") || strings.Contains(out, "Error") {
+			t.Errorf("%v: output:\n%s", args, out)
+		}
+	}
+	// A real failure stays exit status 1.
+	out, err := mage(t, env, "build:runc", "v9.9.9")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("unknown version: %v\n%s", err, out)
+	}
+}
+
+func TestFailRendersNothingToDoWithoutError(t *testing.T) {
+	var buf strings.Builder
+	code := -1
+	exit, stderr = func(c int) { code = c }, &buf
+	t.Cleanup(func() { exit, stderr = os.Exit, os.Stderr })
+	err := fail(fmt.Errorf("build runc v1.0.3: %w", &pipeline.NothingToDoError{Project: "runc", Version: "v1.0.3", Why: "no kmem code"}))
+	if err != nil || code != ExitNothingToDo || !strings.HasPrefix(buf.String(), "nokmem: nothing to do: runc v1.0.3") {
+		t.Errorf("err %v, exit %d, output %q", err, code, buf.String())
+	}
+	code = -1
+	if err := fail(errors.New("boom")); err == nil || code != -1 {
+		t.Errorf("a failure: err %v, exit %d", err, code)
 	}
 }

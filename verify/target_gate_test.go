@@ -1,0 +1,60 @@
+package verify_test
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/nokmem/nokmem/internal/fixture"
+	"github.com/nokmem/nokmem/internal/testenv"
+	"github.com/nokmem/nokmem/verify"
+	"github.com/nokmem/nokmem/verify/target"
+)
+
+// A nokmem runc that needs the build host's glibc is not verified for
+// el7, whatever else it proves; the same code linked statically is.
+func TestTargetGateRefusesAHostLinkedBuild(t *testing.T) {
+	for _, tool := range []string{"gcc", "pkg-config"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if testenv.InCI() {
+				t.Fatalf("CI=true but %s is missing", tool)
+			}
+			t.Skipf("needs %s and libseccomp-dev", tool)
+		}
+	}
+	repo := fixture.NewRuncRepo(t)
+	tags := []string{"seccomp", "nokmem"}
+	opt := verify.Options{Project: "runc", Dynamic: "off", Target: "el7"}
+
+	dyn := repo.BuildRuncLinked(t, "v1.0.0-rc9", tags, false, fixture.LinkDynamic)
+	rep, err := verify.Verify(context.Background(), dyn, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := strings.Join(rep.Reasons, "\n")
+	if rep.Passed || rep.Target == nil || rep.Target.OK || !strings.Contains(reasons, "@GLIBC_2.") || !strings.Contains(reasons, "el7 has glibc 2.17") {
+		t.Fatalf("a host-linked build passed el7 or the symbol was not named:\n%s", rep.Summary())
+	}
+	if !strings.Contains(strings.Join(rep.Target.Needed, " "), "libseccomp.so.2") {
+		t.Errorf("the fixture's libseccomp link was not seen: %v", rep.Target.Needed)
+	}
+	if e := rep.Target.EmptyRoot; e.Status != target.EmptyRootFailed && e.Status != target.EmptyRootUnavailable {
+		t.Errorf("a dynamic binary ran in an empty root: %+v", e)
+	}
+
+	st := repo.BuildRuncLinked(t, "v1.0.0-rc9", tags, false, fixture.LinkStatic)
+	rep, err = verify.Verify(context.Background(), st, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Passed || rep.Target.Linkage != "static" {
+		t.Fatalf("the static build of the same code did not pass:\n%s", rep.Summary())
+	}
+	if e := rep.Target.EmptyRoot; e.Status == target.EmptyRootOK && !strings.Contains(e.Output, "seccomp(libseccomp ") {
+		t.Errorf("--version in the empty root does not show the linked libseccomp: %q", e.Output)
+	}
+	if testenv.InCI() && rep.Target.EmptyRoot.Status != target.EmptyRootOK {
+		t.Errorf("CI=true but the empty-root run did not succeed: %+v", rep.Target.EmptyRoot)
+	}
+}
