@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nokmem/nokmem/internal/owner"
 	"github.com/nokmem/nokmem/internal/testenv"
 	"github.com/nokmem/nokmem/verify"
 )
@@ -185,7 +186,7 @@ func TestDynamicProbeCancelledIsAnError(t *testing.T) {
 // processes' checks may be running meanwhile; their names differ.
 func assertNoOwnLeftovers(t *testing.T, tempDir string) {
 	t.Helper()
-	tag := verify.OwnerTag()
+	tag := owner.Self().String()
 	mounts, _ := filepath.Glob("/sys/fs/cgroup/*")
 	for _, m := range mounts {
 		for _, p := range []string{"nokmem-verify-", "nokmem-selftest-"} {

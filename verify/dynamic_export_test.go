@@ -9,7 +9,3 @@ func WithPhaseHook(opt DynamicOptions, f func(phase string)) DynamicOptions {
 	opt.hook = f
 	return opt
 }
-
-// OwnerTag is this process's identity as it appears in the names of the
-// cgroups and directories its checks create.
-func OwnerTag() string { return self().String() }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nokmem/nokmem/internal/owner"
 	"github.com/nokmem/nokmem/internal/testenv"
 	"github.com/nokmem/nokmem/verify"
 )
@@ -121,15 +122,16 @@ func TestDynamicCheckReapsWhatDeadChecksLeftFirst(t *testing.T) {
 	if deadPid == 0 {
 		t.Fatal("no dead pid found")
 	}
-	ns, _, _ := strings.Cut(verify.OwnerTag(), "-")
-	owner := fmt.Sprintf("%s-%d-1", ns, deadPid)
-	cg := filepath.Join(mount, "nokmem-verify-"+owner+"-test0reap")
+	id := owner.Self()
+	id.PID = deadPid
+	dead := id.String()
+	cg := filepath.Join(mount, "nokmem-verify-"+dead+"-test0reap")
 	if err := os.Mkdir(cg, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	defer syscall.Rmdir(cg)
 	tmp := t.TempDir()
-	dir := filepath.Join(tmp, "nokmem-bundle-"+owner+"-42")
+	dir := filepath.Join(tmp, "nokmem-bundle-"+dead+"-42")
 	if err := os.MkdirAll(filepath.Join(dir, "bundle", "rootfs"), 0o755); err != nil {
 		t.Fatal(err)
 	}

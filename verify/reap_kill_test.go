@@ -1,15 +1,15 @@
 package verify_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nokmem/nokmem/internal/owner"
 	"github.com/nokmem/nokmem/internal/testenv"
 	"github.com/nokmem/nokmem/verify"
 )
@@ -35,8 +35,10 @@ func TestLeftoversOfAKilledCheckAreReaped(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ns, _, _ := strings.Cut(verify.OwnerTag(), "-")
-	pattern := filepath.Join(mount, "nokmem-verify-"+ns+"-"+strconv.Itoa(cmd.Process.Pid)+"-*")
+	// The child's identity but for its pid and start time.
+	me := owner.Self()
+	prefix := fmt.Sprintf("nokmem-verify-%s-%s-%d-%d-", me.Host, me.Boot, me.NS, cmd.Process.Pid)
+	pattern := filepath.Join(mount, prefix+"*")
 	var cgroups []string
 	for deadline := time.Now().Add(30 * time.Second); len(cgroups) == 0 && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)

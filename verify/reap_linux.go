@@ -10,28 +10,29 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nokmem/nokmem/internal/owner"
 )
 
 // What a dynamic check creates carries the identity of the process that
-// created it, so that a later run can tell an abandoned leftover (its owner
-// was killed with SIGKILL, or Mage's cleanup timeout cut it short) from the
-// scratch space of a check still under way, in this or another process:
+// created it (internal/owner: host, boot, pid namespace, pid, start time),
+// so that a later run can tell an abandoned leftover (its owner was killed
+// with SIGKILL, or Mage's cleanup timeout cut it short) from the scratch
+// space of a check still under way, in this or another process:
 //
-//	nokmem-verify-<pidns>-<pid>-<start>-<random>     cgroup, in every hierarchy
-//	nokmem-selftest-<pidns>-<pid>-<start>-<random>   cgroup, memory hierarchy
-//	nokmem-bundle-<pidns>-<pid>-<start>-<random>     directory, in the temp dir
-//	nokmem-canary-<pidns>-<pid>-<start>-<random>     directory, in the temp dir
+//	nokmem-verify-<owner>-<random>     cgroup, in every hierarchy
+//	nokmem-selftest-<owner>-<random>   cgroup, memory hierarchy
+//	nokmem-bundle-<owner>-<random>     directory, in the temp dir
+//	nokmem-canary-<owner>-<random>     directory, in the temp dir
 //
-// <pidns> is the inode of the owner's pid namespace and <start> its start
-// time in clock ticks after boot (/proc/<pid>/stat field 22). A pid alone
-// is not enough: pids are reused, and the verifier container
-// (verify/Dockerfile) runs in its own pid namespace while it creates
-// cgroups on the host's hierarchy, where its pid means another process.
+// A pid alone is not enough: pids are reused, and the verifier container
+// (verify/Dockerfile) runs in its own pid namespace (and UTS namespace)
+// while it creates cgroups on the host's hierarchy, where its pid means
+// another process.
 var (
 	cgroupPrefixes = []string{"nokmem-verify-", "nokmem-selftest-"}
 	tempPrefixes   = []string{"nokmem-bundle-", "nokmem-canary-"}
@@ -47,64 +48,24 @@ const legacyAge = time.Hour
 // fixed since Linux 3.8).
 const initPidNS = 0xEFFFFFFC
 
-// owner identifies a process across pid reuse and pid namespaces.
-type owner struct {
-	ns    uint64
-	pid   int
-	start uint64
-}
-
-func (o owner) String() string { return fmt.Sprintf("%d-%d-%d", o.ns, o.pid, o.start) }
-
-// self is this process's identity, as it appears in the names above.
-var self = sync.OnceValue(func() owner {
-	o := owner{pid: os.Getpid()}
-	o.ns, _ = pidNamespace("self")
-	o.start, _ = procStartTime(strconv.Itoa(o.pid))
-	return o
-})
-
 // ownedName returns prefix + this process's identity + a random suffix.
 func ownedName(prefix string) string {
 	b := make([]byte, 6)
 	rand.Read(b)
-	return prefix + self().String() + "-" + hex.EncodeToString(b)
+	return prefix + owner.Self().String() + "-" + hex.EncodeToString(b)
 }
 
 // ownedTempPattern is the os.MkdirTemp pattern of an owned directory.
-func ownedTempPattern(prefix string) string { return prefix + self().String() + "-" }
+func ownedTempPattern(prefix string) string { return prefix + owner.Self().String() + "-" }
 
-// parseOwner reads the owner from the part of a name after its prefix.
-func parseOwner(rest string) (owner, bool) {
-	f := strings.Split(rest, "-")
-	if len(f) != 4 || f[3] == "" {
-		return owner{}, false
+// parseOwner reads the owner from the part of a name after its prefix:
+// <owner>-<random>.
+func parseOwner(rest string) (owner.ID, bool) {
+	i := strings.LastIndexByte(rest, '-')
+	if i < 0 || i == len(rest)-1 {
+		return owner.ID{}, false
 	}
-	ns, err1 := strconv.ParseUint(f[0], 10, 64)
-	pid, err2 := strconv.Atoi(f[1])
-	start, err3 := strconv.ParseUint(f[2], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil || pid <= 0 {
-		return owner{}, false
-	}
-	return owner{ns: ns, pid: pid, start: start}, true
-}
-
-// procStartTime returns field 22 of /proc/<pid>/stat.
-func procStartTime(pid string) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// comm (field 2) may hold spaces and parentheses: fields 3… follow the last ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc/" + pid + "/stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, errors.New("malformed /proc/" + pid + "/stat")
-	}
-	return strconv.ParseUint(f[19], 10, 64)
+	return owner.Parse(rest[:i])
 }
 
 func pidNamespace(pid string) (uint64, error) {
@@ -115,24 +76,23 @@ func pidNamespace(pid string) (uint64, error) {
 	return fi.Sys().(*syscall.Stat_t).Ino, nil
 }
 
-// ownerGone reports whether o is certainly no longer running. In our own
-// pid namespace: /proc/<pid> is gone, or holds a process that started at
-// another time (the pid was reused). In another namespace we can only
-// tell from the initial one, which sees every process: gone when no
-// process is left in that namespace. Anything uncertain counts as alive.
-func ownerGone(o owner) bool {
-	me := self()
-	if o.ns == me.ns {
-		start, err := procStartTime(strconv.Itoa(o.pid))
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
-			return true
-		}
-		return err == nil && start != o.start
-	}
-	if me.ns != initPidNS || o.ns == 0 {
+// ownerGone reports whether id is certainly no longer running: what
+// owner.Check says, and one case more. A check in another pid namespace on
+// this boot (the verifier container; its hostname differs too) is gone
+// when we are in the initial pid namespace, which sees every process, and
+// no process is left in that namespace. Anything uncertain counts as alive.
+func ownerGone(id owner.ID) bool {
+	switch id.Check() {
+	case owner.Gone:
+		return true
+	case owner.Alive:
 		return false
 	}
-	return !pidNamespaceInUse(o.ns)
+	me := owner.Self()
+	if id.NS == me.NS || me.NS != initPidNS || id.NS == 0 || me.Boot == "00" || id.Boot != me.Boot {
+		return false
+	}
+	return !pidNamespaceInUse(id.NS)
 }
 
 func pidNamespaceInUse(ns uint64) bool {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nokmem/nokmem/internal/owner"
 )
 
 // deadPid returns the pid of a process that has exited and been reaped.
@@ -59,10 +61,13 @@ func TestReapLeftoversRemovesOnlyWhatDeadOwnersLeft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	me := self()
-	dead := owner{ns: me.ns, pid: deadPid(t), start: me.start}
-	reused := owner{ns: me.ns, pid: me.pid, start: me.start + 1} // our pid, another process's start
-	goneNS := owner{ns: 1, pid: me.pid, start: me.start}         // a pid namespace no process is in
+	me := owner.Self()
+	dead := me
+	dead.PID = deadPid(t)
+	reused := me
+	reused.Start++ // our pid, another process's start
+	goneNS := me
+	goneNS.NS = 1 // a pid namespace no process is in, on this boot (the verifier container's, once it ended)
 
 	deadCg := mkCgroup(t, mount, "nokmem-verify-"+dead.String()+"-test0dead")
 	deadCpu := ""
@@ -117,7 +122,7 @@ func TestReapLeftoversRemovesOnlyWhatDeadOwnersLeft(t *testing.T) {
 		want = append(want, deadCpu)
 	}
 	keep := []string{liveCg, legacyCg, liveDir, youngLegacy, link}
-	if me.ns == initPidNS {
+	if me.NS == initPidNS {
 		want = append(want, goneNSCg) // seen from the initial namespace: certainly gone
 	} else {
 		keep = append(keep, goneNSCg) // another namespace we cannot see into: kept
@@ -172,21 +177,16 @@ func TestReapLeftoversRemovesOnlyWhatDeadOwnersLeft(t *testing.T) {
 	}
 }
 
-func TestParseOwnerRoundTrip(t *testing.T) {
-	o := owner{ns: 4026531836, pid: 4242, start: 987654}
-	name := "nokmem-verify-" + o.String() + "-a1b2c3d4e5f6"
-	got, ok := parseOwner(name[len("nokmem-verify-"):])
-	if !ok || got != o {
-		t.Fatalf("parseOwner(%q) = %+v, %v", name, got, ok)
+func TestOwnedNamesCarryTheOwner(t *testing.T) {
+	n := ownedName("nokmem-verify-")
+	got, ok := parseOwner(strings.TrimPrefix(n, "nokmem-verify-"))
+	if !ok || got != owner.Self() {
+		t.Fatalf("ownedName = %q: parsed %+v, %v; want %s", n, got, ok, owner.Self())
 	}
-	for _, bad := range []string{"0123456789ab", "1-2-3", "x-2-3-4", "1-0-3-4", "1-2-3-"} {
+	for _, bad := range []string{"0123456789ab", "101943321", owner.Self().String(), owner.Self().String() + "-"} {
 		if _, ok := parseOwner(bad); ok {
 			t.Errorf("parseOwner(%q) accepted", bad)
 		}
-	}
-	n := ownedName("nokmem-verify-")
-	if got, ok := parseOwner(strings.TrimPrefix(n, "nokmem-verify-")); !ok || got != self() {
-		t.Errorf("ownedName = %q does not carry this process's identity %s", n, self())
 	}
 }
 

@@ -58,3 +58,24 @@ func TestTargetGateRefusesAHostLinkedBuild(t *testing.T) {
 		t.Errorf("CI=true but the empty-root run did not succeed: %+v", rep.Target.EmptyRoot)
 	}
 }
+
+// A verification whose context was cancelled is never a pass, also on the
+// static-only path that runs no process.
+func TestCancelledStaticOnlyVerificationIsNotAPass(t *testing.T) {
+	repo := fixture.NewRuncRepo(t)
+	bin := repo.BuildRunc(t, "v1.0.0-rc9", []string{"seccomp", "nokmem"}, false)
+	opt := verify.Options{Project: "runc", Dynamic: "off"}
+	rep, err := verify.Verify(context.Background(), bin, opt)
+	if err != nil || !rep.Passed {
+		t.Fatalf("uncancelled static-only check: %v %+v", err, rep)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rep, err = verify.Verify(ctx, bin, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Passed || !strings.Contains(strings.Join(rep.Reasons, " "), "interrupted") {
+		t.Fatalf("a cancelled verification passed: %+v", rep.Reasons)
+	}
+}

@@ -100,6 +100,11 @@ func Verify(ctx context.Context, path string, opt Options) (*Report, error) {
 			return nil, fmt.Errorf("verify: target %s: %w", opt.Target, err)
 		}
 	}
+	// An interrupted verification is never a pass, on any path.
+	if err := ctx.Err(); err != nil {
+		r.Passed = false
+		r.Reasons = append(r.Reasons, "the verification was interrupted ("+err.Error()+"); an interrupted check is never a pass")
+	}
 	return r, nil
 }
 

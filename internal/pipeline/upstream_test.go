@@ -102,16 +102,18 @@ func TestUpstreamRuncBuilds(t *testing.T) {
 func TestUpstreamVendoredKubelet(t *testing.T) {
 	src := upstreamRunc(t)
 	goVer := hostGo(t)
+	// The names become paths (t.TempDir, then NOKMEM_CACHE): Kubernetes'
+	// scripts take only plain characters there (build.SafeKubePath).
 	cases := []struct {
 		name, rev, strategy string
 	}{
-		{"k8s-1.13-like (runc 871ba2e5, v1.13.10's Godeps.json)", "871ba2e58e24314d1fab4517a80410191ba5ad01", "patch"},
-		{"k8s-1.10-like (runc 9f9c9623)", "9f9c96235cc97674e935002fc3d78361b696a69e", "patch"},
-		{"k8s-1.14-like (runc f000fe11)", "f000fe11ece1b79f744edd9c8e1a53ba0f5e0f24", "tag"},
-		{"k8s-1.16-like (runc 6cc51588)", "6cc515888830787a93d82138821f0309ad970640", "tag"},
-		{"k8s-1.18-like (runc rc10)", "dc9208a3303feef5b3839f4323d9beb36df0a9dd", "tag"},
-		{"k8s-1.21.1-like (runc rc93)", "12644e614e25b05da6fd08a38ffa0cfe1903fdec", "tag"},
-		{"k8s-1.21.5-like (runc v1.0.2)", "52b36a2dd837e8462de8e01458bf02cf9eea47dd", "none"},
+		{"k8s-1.13-like runc 871ba2e5 as v1.13.10 Godeps.json", "871ba2e58e24314d1fab4517a80410191ba5ad01", "patch"},
+		{"k8s-1.10-like runc 9f9c9623", "9f9c96235cc97674e935002fc3d78361b696a69e", "patch"},
+		{"k8s-1.14-like runc f000fe11", "f000fe11ece1b79f744edd9c8e1a53ba0f5e0f24", "tag"},
+		{"k8s-1.16-like runc 6cc51588", "6cc515888830787a93d82138821f0309ad970640", "tag"},
+		{"k8s-1.18-like runc rc10", "dc9208a3303feef5b3839f4323d9beb36df0a9dd", "tag"},
+		{"k8s-1.21.1-like runc rc93", "12644e614e25b05da6fd08a38ffa0cfe1903fdec", "tag"},
+		{"k8s-1.21.5-like runc v1.0.2", "52b36a2dd837e8462de8e01458bf02cf9eea47dd", "none"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
