@@ -19,8 +19,8 @@ import (
 // KubeletRequest is a kubelet build, done the way Kubernetes builds itself.
 type KubeletRequest struct {
 	Tree string // the Kubernetes work tree, a physical path (golang.sh's KUBE_ROOT)
-	// GOPATH is set for pre-module (Godeps) trees, which must sit at
-	// GOPATH/src/k8s.io/kubernetes and build with GO111MODULE=off.
+	// GOPATH holds the tree at GOPATH/src/k8s.io/kubernetes: Kubernetes
+	// builds with GO111MODULE=off up to 1.2x, go.mod or not.
 	GOPATH string
 	// Tag adds -tags=nokmem to GOFLAGS, as its last word: Kubernetes
 	// 1.18-1.22 extract the tags with a sed that keeps everything from
@@ -65,6 +65,10 @@ func KubeletEnv(r *KubeletRequest) map[string]string {
 		"GOAMD64":               cmp.Or(r.GOAMD64, "v1"),
 		"GOEXPERIMENT":          "",
 		"GOPROXY":               "off",
+		// A `go env -w` file would otherwise supply what an empty variable
+		// leaves unset: golang.sh runs `GOFLAGS='' go version`, and go1.15
+		// fails on a GOFLAGS=-buildvcs=false written by a newer Go.
+		"GOENV": "off",
 	}
 	if r.Commit != "" {
 		env["KUBE_GIT_COMMIT"] = r.Commit

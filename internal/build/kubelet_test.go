@@ -41,7 +41,7 @@ func TestKubeletEnv(t *testing.T) {
 	want := map[string]string{
 		"GOFLAGS":   "-gcflags=all=-trimpath=/c/gopath/src/k8s.io/kubernetes -asmflags=all=-trimpath=/c/gopath/src/k8s.io/kubernetes -tags=nokmem",
 		"GOLDFLAGS": "-buildid=", "KUBE_GIT_VERSION": "v1.14.10", "KUBE_GIT_COMMIT": "abc", "KUBE_GIT_TREE_STATE": "clean",
-		"KUBE_STATIC_OVERRIDES": "kubelet", "SOURCE_DATE_EPOCH": "100", "GOROOT": "/tc", "GOPATH": "/c/gopath", "GO111MODULE": "off", "GOAMD64": "v1",
+		"KUBE_STATIC_OVERRIDES": "kubelet", "SOURCE_DATE_EPOCH": "100", "GOROOT": "/tc", "GOPATH": "/c/gopath", "GO111MODULE": "off", "GOAMD64": "v1", "GOENV": "off",
 	}
 	for k, v := range want {
 		if env[k] != v {

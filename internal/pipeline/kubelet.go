@@ -142,12 +142,12 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 	if id.Strategy == kube.StrategyTag {
 		tags = []string{"nokmem"}
 	}
-	check2, err := srccheck.Check(filepath.Join(tree, filepath.FromSlash(kube.FSDir)), tags)
+	srcCheck, err := srccheck.Check(filepath.Join(tree, filepath.FromSlash(kube.FSDir)), tags)
 	if err != nil {
 		return nil, err
 	}
-	if !check2.OK() {
-		return nil, fmt.Errorf("the nokmem treatment did not take effect: %w", check2)
+	if !srcCheck.OK() {
+		return nil, fmt.Errorf("the nokmem treatment did not take effect: %w", srcCheck)
 	}
 
 	goVer, goFrom, tc, scripts, err := c.kubeletGo(ctx, version, rel.Go, tree, pre)
@@ -155,11 +155,11 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 		return nil, err
 	}
 	gold, goldSet := scripts.Goldflags()
-	req := &build.KubeletRequest{Tree: tree, Tag: id.Strategy == kube.StrategyTag, Version: version + c.KubeVersionSuffix,
+	// Kubernetes builds in GOPATH mode up to 1.2x, go.mod or not (from 1.15
+	// its init.sh exports GO111MODULE=off); the kmem probe is built the same
+	// way, from the same vendor/.
+	req := &build.KubeletRequest{Tree: tree, GOPATH: gopath, Tag: id.Strategy == kube.StrategyTag, Version: version + c.KubeVersionSuffix,
 		Commit: co.Commit, SourceDate: co.CommitDate, Mode: c.Mode, Toolchain: tc, GOAMD64: goamd64, Goldflags: gold, GoldflagsSet: goldSet}
-	if _, err := os.Stat(filepath.Join(tree, "go.mod")); err != nil {
-		req.GOPATH = gopath
-	}
 	st, err := dist.NewStaging(c.DistDir, "kubelet", version)
 	if err != nil {
 		return nil, err
@@ -216,7 +216,7 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 		Patches: applied,
 		Build: dist.BuildInfo{Tags: tags, GoRequested: goVer + " (" + goFrom + ")", GoUsed: tc.Version, GoSource: tc.Source, Mode: string(br.Mode),
 			Image: tc.Image, Args: br.Args, Env: br.Env, Target: tgt.Name, GOAMD64: goamd64, Toolkit: c.ToolkitRevision},
-		Checks: map[string]any{"source": check2, "vendoredRunc": id, "version": want, "kubeletVersion": kv,
+		Checks: map[string]any{"source": srcCheck, "vendoredRunc": id, "version": want, "kubeletVersion": kv,
 			"treeAfterMake": after, "buildScripts": scripts, "embeddedPaths": paths},
 	}
 	return c.verifyAndPublish(ctx, st, prov, "kubelet",

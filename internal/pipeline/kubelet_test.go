@@ -301,7 +301,8 @@ func TestKubeletHostGoDirtiesTheTreeAndTheVersionStaysExact(t *testing.T) {
 
 // A caller's KUBE_GIT_VERSION_FILE (which replaces every other version
 // variable in version.sh), KUBE_GIT_*, GOLDFLAGS, KUBE_BUILD_PLATFORMS,
-// KUBE_OUTPUT_SUBPATH and MAKEFLAGS do not reach make: same bytes.
+// KUBE_OUTPUT_SUBPATH, MAKEFLAGS and a `go env -w` file (GOENV) do not
+// reach make: same bytes.
 func TestKubeletIgnoresTheCallersEnvironment(t *testing.T) {
 	c, k := kubeConfig(t)
 	res, err := BuildKubelet(context.Background(), c, "v1.13.12")
@@ -310,9 +311,12 @@ func TestKubeletIgnoresTheCallersEnvironment(t *testing.T) {
 	}
 	versionFile := filepath.Join(t.TempDir(), "version-defs")
 	os.WriteFile(versionFile, []byte("KUBE_GIT_COMMIT='deadbeef'\nKUBE_GIT_TREE_STATE='dirty'\nKUBE_GIT_VERSION='v9.9.9'\nKUBE_GIT_MAJOR='9'\nKUBE_GIT_MINOR='9'\n"), 0o644)
+	// A `go env -w` file: golang.sh's `GOFLAGS='' go version` would read it.
+	goEnv := filepath.Join(t.TempDir(), "go-env")
+	os.WriteFile(goEnv, []byte("GOFLAGS=-tags=leak -ldflags=-X=main.leak=1\n"), 0o644)
 	for k, v := range map[string]string{"KUBE_GIT_VERSION_FILE": versionFile, "KUBE_GIT_VERSION": "v9.9.9", "KUBE_GIT_COMMIT": "deadbeef",
 		"KUBE_GIT_TREE_STATE": "dirty", "GOLDFLAGS": "-X main.leak=1", "GOGCFLAGS": "-N -l", "KUBE_BUILD_PLATFORMS": "linux/arm64",
-		"KUBE_OUTPUT_SUBPATH": "_output/elsewhere", "MAKEFLAGS": "KUBE_GIT_VERSION=v9.9.9", "GOFLAGS": "-tags=leak"} {
+		"KUBE_OUTPUT_SUBPATH": "_output/elsewhere", "MAKEFLAGS": "KUBE_GIT_VERSION=v9.9.9", "GOFLAGS": "-tags=leak", "GOENV": goEnv} {
 		t.Setenv(k, v)
 	}
 	c2, _ := kubeConfig(t)
