@@ -62,16 +62,37 @@ func (Matrix) Pin(ctx context.Context, project, version string) error {
 	return targets.MatrixPin(ctx, project, version)
 }
 
-// Package builds RPM (el7) and DEB packages of every verified artifact into dist/packages/ (reads NOKMEM_PACKAGE_RELEASE).
-func Package() error { return targets.Package() }
+// Package builds RPM (el7) and DEB packages of every verified artifact, and nokmem-tools (the node tool, built from this checkout and held to the target gate), into dist/packages/; RPMs signed (reads NOKMEM_PACKAGE_RELEASE, NOKMEM_TARGET, NOKMEM_MAINTAINER, NOKMEM_SIGNING_KEY).
+func Package(ctx context.Context) error { return targets.Package(ctx) }
+
+// Runtime namespace: runtime:containerd, runtime:docker.
+type Runtime mg.Namespace
+
+// Containerd merges the runtime handler nokmem (runc-nokmem) into containerd's <config.toml>, keeping every other setting and a backup (reads NOKMEM_RUNTIME_DEFAULT, NOKMEM_RUNTIME_REMOVE); on a node, the nokmem-tools package's nokmem runtime containerd does the same.
+func (Runtime) Containerd(path string) error { return targets.RuntimeConfig("containerd", path) }
+
+// Docker registers the runtime nokmem (runc-nokmem) in dockerd's <daemon.json>, keeping every other key and a backup (reads NOKMEM_RUNTIME_DEFAULT, NOKMEM_RUNTIME_REMOVE).
+func (Runtime) Docker(path string) error { return targets.RuntimeConfig("docker", path) }
+
+// Doctor namespace: doctor (doctor:summary), doctor:json.
+type Doctor mg.Namespace
+
+// Summary diagnoses this machine for the cgroup v1 kmem leak: exposure, where kmem accounting is on, leak evidence, whether the runc and kubelet in use keep it off (docs/doctor.md). Exit status 0 ok, 1 at risk, 2 leaking, 3 could not tell.
+func (Doctor) Summary() error { return targets.Doctor(false) }
+
+// Json is doctor:summary as JSON (schema nokmem.doctor/v1).
+func (Doctor) Json() error { return targets.Doctor(true) }
+
+// Aliases: doctor is doctor:summary.
+var Aliases = map[string]interface{}{"doctor": Doctor.Summary}
 
 // Publish namespace: publish:mirror.
 type Publish mg.Namespace
 
-// Mirror packages every verified artifact and publishes it incrementally to the yum and apt repositories under <dir> (reads NOKMEM_SIGNING_KEY).
+// Mirror packages every verified artifact and publishes it incrementally to the signed yum and apt repositories under <dir>, with the public key and nokmem.repo / nokmem.sources for nodes (reads NOKMEM_SIGNING_KEY, NOKMEM_MIRROR_URL).
 func (Publish) Mirror(ctx context.Context, dir string) error { return targets.PublishMirror(ctx, dir) }
 
-// Release creates or completes GitHub release <tag> with every verified artifact; a dry run unless NOKMEM_PUBLISH=1 (reads NOKMEM_GITHUB_*, GITHUB_TOKEN, NOKMEM_SIGNING_KEY).
+// Release creates or completes GitHub release <tag> with every verified artifact, its SBOM and its packages; a dry run unless NOKMEM_PUBLISH=1 (reads NOKMEM_GITHUB_*, GITHUB_TOKEN, NOKMEM_SIGNING_KEY).
 func Release(ctx context.Context, tag string) error { return targets.Release(ctx, tag) }
 
 // Test runs the test suite (the same command as .ci/run).

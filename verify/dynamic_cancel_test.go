@@ -22,11 +22,11 @@ func TestDynamicCancelledAtEachPhaseIsAnError(t *testing.T) {
 	phases := []struct {
 		phase string // where the hook cancels
 		when  string // what the reason must say
-		runs  int    // how many runs were started
+		runs  int    // how many runs were begun (the first begins with the self-test)
 	}{
 		{"", "", 2},                                                              // not cancelled: the control
-		{"self-test", "during the self-test", 0},                                 // before the first run, the canary about to run
-		{"self-test-done", "during the self-test", 0},                            // before the first run, the canary done
+		{"self-test", "the self-test beside it", 1},                              // the canary about to run, the first run beside it
+		{"self-test-done", "the self-test beside it", 1},                         // the canary done, the first run beside it
 		{"run-started:memory-limit", "during the memory-limit run", 1},           // during the first run
 		{"run-done:memory-limit", "before the kernel-memory-limit run", 1},       // between the runs
 		{"run-started:kernel-memory-limit", "during the kernel-memory-limit", 2}, // during the second run

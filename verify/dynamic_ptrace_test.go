@@ -24,7 +24,7 @@ func TestPtraceRunRefusesCommandsExecWouldStillServe(t *testing.T) {
 	for name, cmd := range map[string]*exec.Cmd{"stdout buffer": withBuffer, "CommandContext": withContext, "stdin reader": withReader} {
 		t.Run(name, func(t *testing.T) {
 			ready := make(chan struct{})
-			_, _, err := ptraceRun(context.Background(), cmd, time.Now().Add(10*time.Second), ready)
+			_, err := ptraceRun(context.Background(), cmd, testLauncher(t), time.Now().Add(10*time.Second), ready)
 			<-ready
 			if err == nil || cmd.Process != nil {
 				t.Fatalf("ptraceRun ran a command exec would still serve: err=%v", err)
@@ -43,12 +43,22 @@ func TestPtraceRunOutputIsCompleteOnReturn(t *testing.T) {
 	defer out.Close()
 	cmd := exec.Command("/bin/sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line$i; i=$((i+1)); done; (sleep 0.1; echo from-a-child) & wait")
 	cmd.Stdout, cmd.Stderr = out, out
-	_, end, err := ptraceRun(context.Background(), cmd, time.Now().Add(30*time.Second), make(chan struct{}))
-	if err != nil || !end.finished() || end.code != 0 {
-		t.Fatalf("traced run: end=%s err=%v", end, err)
+	got, err := ptraceRun(context.Background(), cmd, testLauncher(t), time.Now().Add(30*time.Second), make(chan struct{}))
+	if err != nil || !got.end.finished() || got.end.code != 0 {
+		t.Fatalf("traced run: end=%s err=%v", got.end, err)
 	}
 	b, _ := os.ReadFile(out.Name())
 	if !strings.Contains(string(b), "line199\n") || !strings.HasSuffix(string(b), "from-a-child\n") {
 		t.Fatalf("output incomplete when ptraceRun returned: %q", b)
 	}
+}
+
+// testLauncher writes the seccomp launcher for a test.
+func testLauncher(t testing.TB) string {
+	t.Helper()
+	p, err := writeLauncher(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

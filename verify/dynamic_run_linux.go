@@ -3,17 +3,13 @@ package verify
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // The limits of the bundle the runs use.
@@ -22,261 +18,137 @@ const (
 	runKernelLimit = 32 << 20 // linux.resources.memory.kernel of the second run
 )
 
-// runEnd says how a command the verifier ran came to an end.
-type runEnd struct {
-	exited bool           // it exited by itself, with status code
-	code   int            // when exited
-	signal syscall.Signal // when a signal killed it
-	cut    string         // set when the verifier ended it: "cancelled (…)", "timed out"
+// observeEvery is how often a run's cgroup is read while the run lasts.
+const observeEvery = 5 * time.Millisecond
+
+// watched is what both detectors saw of one command.
+type watched struct {
+	traceOutcome
+	unopenable int // fanotify events whose file the kernel could not open
 }
 
-func endOf(ws unix.WaitStatus) runEnd {
-	if ws.Exited() {
-		return runEnd{exited: true, code: ws.ExitStatus()}
-	}
-	if ws.Signaled() {
-		return runEnd{signal: ws.Signal()}
-	}
-	return runEnd{}
-}
-
-// finished: the process exited by itself and nothing cut the run short.
-func (e runEnd) finished() bool { return e.exited && e.cut == "" }
-
-func (e runEnd) String() string {
-	var s string
-	switch {
-	case e.exited:
-		s = "exit status " + strconv.Itoa(e.code)
-	case e.signal != 0:
-		s = "killed by signal " + strconv.Itoa(int(e.signal)) + " (" + e.signal.String() + ")"
-	default:
-		s = "did not exit"
-	}
-	if e.cut != "" {
-		s = e.cut + ": " + s
-	}
-	return s
-}
-
-// record copies how the run ended into rr.
-func (e runEnd) record(rr *RunResult) {
-	rr.Finished, rr.ExitCode = e.finished(), -1
-	if e.exited {
-		rr.ExitCode = e.code
-	}
-	if e.signal != 0 {
-		rr.Signal = e.signal.String()
-	}
-	if !e.finished() || e.code != 0 {
-		rr.ExitError = e.String()
-	}
-}
-
-func disabled(opt DynamicOptions, d string) bool {
-	for _, x := range opt.Disable {
-		if x == d {
-			return true
-		}
-	}
-	return false
-}
-
-func startFan(mount string, opt DynamicOptions) (*fanWatch, error) {
-	if disabled(opt, "fanotify") {
-		return nil, nil
-	}
-	return newFanWatch(mount)
-}
-
-// traceIfEnabled runs cmd under ptrace, or plainly when ptrace is disabled;
-// either way a cancelled ctx or the deadline kills it. ready is closed once
-// the command has started.
-func traceIfEnabled(ctx context.Context, cmd *exec.Cmd, opt DynamicOptions, deadline time.Time, ready chan<- struct{}) ([]Event, runEnd, error) {
-	if ready == nil {
-		ready = make(chan struct{})
-	}
-	if !disabled(opt, "ptrace") {
-		// ptraceRun locks its goroutine to its thread (ptrace requests must
-		// come from the tracer thread): give it a goroutine of its own.
-		type res struct {
-			ev  []Event
-			end runEnd
-			err error
-		}
-		ch := make(chan res, 1)
-		go func() {
-			ev, end, err := ptraceRun(ctx, cmd, deadline, ready)
-			ch <- res{ev, end, err}
-		}()
-		r := <-ch
-		return r.ev, r.end, r.err
-	}
-	err := cmd.Start()
-	close(ready)
+// watch runs cmd under the enabled detectors: fanotify on the memory mount
+// keeps the kmem-file events whose path passes keep, ptrace follows cmd's
+// process tree. during runs while the command does, once it has started; it
+// must return by the time done is closed. dir holds the seccomp launcher.
+// Phase times go to opt.tl as <name>/fanotify-start, /traced-run and
+// /fanotify-stop. err is a failure of the verifier itself.
+func watch(ctx context.Context, name string, cmd *exec.Cmd, opt DynamicOptions, mount, dir string, keep func(string) bool, deadline time.Time, during func(done <-chan struct{})) (watched, error) {
+	var w watched
+	endFan := opt.tl.span(name + "/fanotify-start")
+	fan, err := startFan(mount, opt)
+	endFan()
 	if err != nil {
-		return nil, runEnd{}, err
+		return w, err
 	}
-	waitc := make(chan error, 1)
-	go func() { waitc <- cmd.Wait() }()
-	timer := time.NewTimer(time.Until(deadline))
-	defer timer.Stop()
-	var cut string
-	select {
-	case err = <-waitc:
-	case <-ctx.Done():
-		cut = "cancelled (" + context.Cause(ctx).Error() + ")"
-	case <-timer.C:
-		cut = "timed out"
+	if fan != nil {
+		defer fan.close()
+		fan.collect(keep)
 	}
-	if cut != "" {
-		cmd.Process.Kill()
-		err = <-waitc
+	ready := make(chan struct{})
+	done := make(chan struct{})
+	var traceErr error
+	endTraced := opt.tl.span(name + "/traced-run")
+	go func() {
+		defer close(done)
+		defer endTraced()
+		w.traceOutcome, traceErr = traceIfEnabled(ctx, cmd, opt, dir, deadline, ready)
+	}()
+	<-ready
+	if during != nil {
+		during(done)
 	}
-	if cmd.ProcessState == nil {
-		return nil, runEnd{cut: cut}, err
-	}
-	end := endOf(unix.WaitStatus(cmd.ProcessState.Sys().(syscall.WaitStatus)))
-	end.cut = cut
-	return nil, end, nil
-}
-
-type bundleConfig struct {
-	OCIVersion string `json:"ociVersion"`
-	// Platform is required by runc before rc4 (spec 1.0.0-rc5) and ignored later.
-	Platform map[string]string `json:"platform"`
-	Process  map[string]any    `json:"process"`
-	Root     map[string]any    `json:"root"`
-	Hostname string            `json:"hostname"`
-	Mounts   []any             `json:"mounts"`
-	Linux    map[string]any    `json:"linux"`
-}
-
-func writeBundle(dir, cgroupsPath string, kernel int64) error {
-	rootfs := filepath.Join(dir, "rootfs")
-	for _, d := range []string{"dev", "proc", "sys", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
-			return err
+	<-done
+	if fan != nil {
+		endStop := opt.tl.span(name + "/fanotify-stop")
+		fe, err := fan.stop()
+		endStop()
+		w.unopenable = fan.unopenable
+		if err != nil {
+			return w, err
 		}
+		w.events = append(w.events, fe...)
 	}
-	if err := writeExecutable(filepath.Join(rootfs, "init"), initCode); err != nil {
-		return err
-	}
-	mem := map[string]any{"limit": runMemoryLimit}
-	if kernel != 0 {
-		mem["kernel"] = kernel
-	}
-	cfg := bundleConfig{
-		OCIVersion: "1.0.0",
-		Platform:   map[string]string{"os": "linux", "arch": "amd64"},
-		Process: map[string]any{
-			"terminal": false, "user": map[string]any{"uid": 0, "gid": 0},
-			"args": []string{"/init"}, "env": []string{"PATH=/"}, "cwd": "/",
-			"noNewPrivileges": true,
-		},
-		Root:     map[string]any{"path": "rootfs", "readonly": true},
-		Hostname: "nokmem-verify",
-		Mounts: []any{
-			map[string]any{"destination": "/proc", "type": "proc", "source": "proc"},
-		},
-		Linux: map[string]any{
-			"cgroupsPath": cgroupsPath,
-			"resources":   map[string]any{"memory": mem},
-			"namespaces": []any{
-				map[string]string{"type": "pid"}, map[string]string{"type": "ipc"},
-				map[string]string{"type": "uts"}, map[string]string{"type": "mount"},
-			},
-		},
-	}
-	b, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
+	return w, traceErr
+}
+
+// record copies what the detectors saw and how the run ended into rr.
+func (w watched) record(rr *RunResult) {
+	rr.Events = append(rr.Events, w.events...)
+	rr.UntracedIO, rr.PtraceStops, rr.UnresolvedFanotify = w.untraced, w.stops, w.unopenable
+	w.end.record(rr)
 }
 
 // runOnce runs `binary run` once on a fresh bundle with the 64 MiB memory
 // limit (and, when kernel is not 0, a kernel-memory limit), under both
-// detectors, and removes its container, cgroups and files afterwards,
-// also when it fails or ctx is cancelled. err is a failure of the verifier
-// itself; how the binary fared is in the result.
-func runOnce(ctx context.Context, binary, mount string, kernel int64, opt DynamicOptions) (*RunResult, error) {
+// detectors. err is a failure of the verifier itself; how the binary fared
+// is in the result. cleanup removes the run's container, cgroups and
+// files; the caller must call it, whatever runOnce returned (also after a
+// cancellation), and may do so while the check goes on.
+func runOnce(ctx context.Context, binary, mount string, kernel int64, opt DynamicOptions) (rr *RunResult, cleanup func(), err error) {
 	id := ownedName("nokmem-verify-")
-	rr := &RunResult{Name: "memory-limit", CgroupPath: "/" + id, KernelLimit: kernel}
+	name := "memory-limit"
 	if kernel != 0 {
-		rr.Name = "kernel-memory-limit"
+		name = "kernel-memory-limit"
 	}
+	rr = &RunResult{Name: name, CgroupPath: "/" + id, KernelLimit: kernel}
 	tmp, err := os.MkdirTemp(opt.TempDir, ownedTempPattern("nokmem-bundle-"))
 	if err != nil {
-		return nil, err
+		return nil, func() {}, err
 	}
 	bundle, state := filepath.Join(tmp, "bundle"), filepath.Join(tmp, "state")
-	cgDir := filepath.Join(mount, id)
-	defer func() {
-		// Not ctx: cleanup must also happen after a cancellation.
-		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		exec.CommandContext(cctx, binary, "--root", state, "delete", "--force", id).Run()
+	cleanup = func() {
+		end := opt.tl.span(name + "/cleanup")
+		defer end()
+		// runc keeps a container's state in <root>/<id> until the container
+		// is destroyed (run does so when it ends): without it, delete has
+		// nothing to act on.
+		if exists(filepath.Join(state, id)) {
+			// Not ctx: cleanup must also happen after a cancellation.
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			exec.CommandContext(cctx, binary, "--root", state, "delete", "--force", id).Run()
+			cancel()
+		}
 		removeCgroupEverywhere(id)
 		os.RemoveAll(tmp)
-	}()
-	if err := writeBundle(bundle, rr.CgroupPath, kernel); err != nil {
-		return nil, err
+	}
+	endBundle := opt.tl.span(rr.Name + "/bundle")
+	err = writeBundle(bundle, rr.CgroupPath, kernel)
+	endBundle()
+	if err != nil {
+		return nil, cleanup, err
 	}
 	out, err := os.Create(filepath.Join(tmp, "output"))
 	if err != nil {
-		return nil, err
+		return nil, cleanup, err
 	}
 	defer out.Close()
-	fan, err := startFan(mount, opt)
-	if err != nil {
-		return nil, err
-	}
-	if fan != nil {
-		defer fan.close()
-		fan.collect(func(p string) bool { return strings.Contains(p, "/"+id+"/") })
-	}
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
-		return nil, err
+		return nil, cleanup, err
 	}
 	defer stdinW.Close()
+	defer stdinR.Close()
 	cmd := exec.Command(binary, "--root", state, "--log", filepath.Join(tmp, "log.json"), "run", "--bundle", bundle, id)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, out, out
 	cmd.Dir = bundle
+	cgDir := filepath.Join(mount, id)
 	start := time.Now()
-	ready := make(chan struct{})
-	done := make(chan struct{})
-	var (
-		events   []Event
-		end      runEnd
-		traceErr error
-	)
-	go func() {
-		defer close(done)
-		events, end, traceErr = traceIfEnabled(ctx, cmd, opt, start.Add(opt.Timeout), ready)
-	}()
-	<-ready
-	stdinR.Close()
-	opt.at("run-started:" + rr.Name)
-	// The container's /init waits on stdin, so the container (and its
-	// cgroup) lives until stdin is closed: look at the cgroup meanwhile.
-	observe(ctx, rr, cgDir, start.Add(opt.Timeout*4/5), done)
-	stdinW.Close()
-	<-done
-	if fan != nil {
-		fe, err := fan.stop()
-		rr.UnresolvedFanotify = fan.unopenable
-		if err != nil {
-			return nil, err
-		}
-		events = append(events, fe...)
+	keep := func(p string) bool { return strings.Contains(p, "/"+id+"/") }
+	w, err := watch(ctx, rr.Name, cmd, opt, mount, tmp, keep, start.Add(opt.Timeout), func(done <-chan struct{}) {
+		stdinR.Close()
+		opt.at("run-started:" + rr.Name)
+		// The container's /init waits on stdin, so the container (and its
+		// cgroup) lives until stdin is closed: look at the cgroup meanwhile.
+		end := opt.tl.span(rr.Name + "/until-limit-seen")
+		observe(ctx, rr, cgDir, start.Add(opt.Timeout*4/5), done)
+		end()
+		stdinW.Close()
+	})
+	if err != nil {
+		return nil, cleanup, err
 	}
-	if traceErr != nil {
-		return nil, traceErr
-	}
-	rr.Events = events
-	end.record(rr)
+	w.record(rr)
 	output, _ := os.ReadFile(out.Name())
 	rr.Output = tail(string(output)+readLog(filepath.Join(tmp, "log.json")), 2000)
 	if kernel != 0 {
@@ -285,7 +157,7 @@ func runOnce(ctx context.Context, binary, mount string, kernel int64, opt Dynami
 	if rr.Slabinfo == "readable" {
 		rr.Events = append(rr.Events, Event{Detector: "slabinfo", Syscall: "kernel state", Path: filepath.Join(cgDir, "memory.kmem.slabinfo")})
 	}
-	return rr, nil
+	return rr, cleanup, nil
 }
 
 // observe watches the run's memory cgroup until it holds a process and the
@@ -295,13 +167,15 @@ func runOnce(ctx context.Context, binary, mount string, kernel int64, opt Dynami
 // still the unlimited default: keep reading until it is the requested one.
 func observe(ctx context.Context, rr *RunResult, cgDir string, until time.Time, done <-chan struct{}) {
 	want := strconv.Itoa(runMemoryLimit)
+	tick := time.NewTicker(observeEvery)
+	defer tick.Stop()
 	for time.Now().Before(until) {
 		select {
 		case <-done:
 			return
 		case <-ctx.Done():
 			return
-		case <-time.After(20 * time.Millisecond):
+		case <-tick.C:
 		}
 		if !rr.CgroupCreated {
 			procs, err := os.ReadFile(filepath.Join(cgDir, "cgroup.procs"))
@@ -341,70 +215,48 @@ const (
 )
 
 // runProbe runs a kubelet kmem probe once (probe <cgroupsPath>) under both
-// detectors and removes its cgroups and files afterwards.
-func runProbe(ctx context.Context, probe, mount string, opt DynamicOptions) (*RunResult, error) {
+// detectors. cleanup removes its cgroups and files; the caller must call
+// it, whatever runProbe returned.
+func runProbe(ctx context.Context, probe, mount string, opt DynamicOptions) (rr *RunResult, cleanup func(), err error) {
 	id := ownedName("nokmem-verify-")
-	rr := &RunResult{Name: "kubelet-probe", CgroupPath: "/" + id}
+	rr = &RunResult{Name: "kubelet-probe", CgroupPath: "/" + id}
 	tmp, err := os.MkdirTemp(opt.TempDir, ownedTempPattern("nokmem-bundle-"))
 	if err != nil {
-		return nil, err
+		return nil, func() {}, err
 	}
-	defer os.RemoveAll(tmp)
-	defer removeCgroupEverywhere(id)
+	cleanup = func() {
+		end := opt.tl.span("kubelet-probe/cleanup")
+		defer end()
+		removeCgroupEverywhere(id)
+		os.RemoveAll(tmp)
+	}
 	out, err := os.Create(filepath.Join(tmp, "output"))
 	if err != nil {
-		return nil, err
+		return nil, cleanup, err
 	}
 	defer out.Close()
-	fan, err := startFan(mount, opt)
-	if err != nil {
-		return nil, err
-	}
-	if fan != nil {
-		defer fan.close()
-		fan.collect(func(p string) bool { return strings.Contains(p, "/"+id+"/") })
-	}
 	cmd := exec.Command(probe, rr.CgroupPath)
 	cmd.Stdout, cmd.Stderr = out, out
-	ready := make(chan struct{})
-	done := make(chan struct{})
-	var (
-		events   []Event
-		end      runEnd
-		traceErr error
-	)
-	go func() {
-		defer close(done)
-		events, end, traceErr = traceIfEnabled(ctx, cmd, opt, time.Now().Add(opt.Timeout), ready)
-	}()
-	<-ready
-	opt.at("run-started:" + rr.Name)
-	<-done
+	keep := func(p string) bool { return strings.Contains(p, "/"+id+"/") }
+	w, err := watch(ctx, rr.Name, cmd, opt, mount, tmp, keep, time.Now().Add(opt.Timeout), func(<-chan struct{}) {
+		opt.at("run-started:" + rr.Name)
+	})
+	if err != nil {
+		return nil, cleanup, err
+	}
 	cgDir := filepath.Join(mount, id)
 	// The probe calls Apply(-1): the cgroup stays until we remove it.
 	rr.CgroupCreated = exists(cgDir)
 	if kernelBefore4(kernelRelease()) && rr.CgroupCreated {
 		rr.Slabinfo = slabinfoState(cgDir)
 	}
-	if fan != nil {
-		fe, err := fan.stop()
-		rr.UnresolvedFanotify = fan.unopenable
-		if err != nil {
-			return nil, err
-		}
-		events = append(events, fe...)
-	}
-	if traceErr != nil {
-		return nil, traceErr
-	}
+	w.record(rr)
 	if rr.Slabinfo == "readable" {
-		events = append(events, Event{Detector: "slabinfo", Syscall: "kernel state", Path: filepath.Join(cgDir, "memory.kmem.slabinfo")})
+		rr.Events = append(rr.Events, Event{Detector: "slabinfo", Syscall: "kernel state", Path: filepath.Join(cgDir, "memory.kmem.slabinfo")})
 	}
-	rr.Events = events
-	end.record(rr)
 	output, _ := os.ReadFile(out.Name())
 	rr.Output = tail(string(output), 2000)
-	return rr, nil
+	return rr, cleanup, nil
 }
 
 func firstLine(s string) string {

@@ -3,6 +3,7 @@ package verify
 import (
 	"encoding/binary"
 	"os"
+	"syscall"
 )
 
 // Two tiny static x86-64 programs, assembled from the source in the
@@ -75,5 +76,16 @@ func tinyELF(code []byte) []byte {
 }
 
 func writeExecutable(path string, code []byte) error {
-	return os.WriteFile(path, tinyELF(code), 0o755)
+	return writeFileNoFork(path, tinyELF(code))
+}
+
+// writeFileNoFork writes an executable file with no fork in between: a
+// child forked by another goroutine (the self-test and a run go on side by
+// side) while the file is open for writing would hold it open until its
+// exec, and running the file then fails with ETXTBSY. Forks hold
+// syscall.ForkLock for writing.
+func writeFileNoFork(path string, content []byte) error {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	return os.WriteFile(path, content, 0o755)
 }

@@ -16,11 +16,15 @@ import (
 // independent of the process tree: it sees a write by any process, however
 // the file was reached.
 type fanWatch struct {
-	fd         int
-	mount      string
+	fd    int
+	wake  int // eventfd that ends the collector's poll at once on stop
+	mount string
+	// unopenable counts events whose file the kernel could not open for us;
+	// overflow says the kernel's queue overflowed and dropped events.
 	unopenable int
+	overflow   bool
 	keep       func(string) bool
-	stopc      chan struct{}
+	started    bool
 	stopped    bool
 	done       chan struct{}
 	events     []Event
@@ -36,33 +40,35 @@ func newFanWatch(mount string) (*fanWatch, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("fanotify_mark %s: %w", mount, err)
 	}
-	return &fanWatch{fd: fd, mount: mount}, nil
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	return &fanWatch{fd: fd, wake: wake, mount: mount}, nil
 }
 
 // collect reads events continuously until stop. Reading while the run is
 // under way matters: once a cgroup is removed the kernel can no longer open
 // its files for the event and drops those events (ENODEV).
 func (w *fanWatch) collect(keep func(string) bool) {
-	w.keep, w.stopc, w.done = keep, make(chan struct{}), make(chan struct{})
+	w.keep, w.started, w.done = keep, true, make(chan struct{})
 	go func() {
 		defer close(w.done)
-		fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+		fds := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}, {Fd: int32(w.wake), Events: unix.POLLIN}}
 		for {
-			select {
-			case <-w.stopc:
-				ev, err := w.drain(keep)
-				w.events = append(w.events, ev...)
-				if w.err == nil {
-					w.err = err
-				}
-				return
-			default:
-			}
-			unix.Poll(fds, 20)
+			// The timeout only bounds a wait whose wake-up was lost; stop
+			// writes to the eventfd.
+			unix.Poll(fds, 1000)
 			ev, err := w.drain(keep)
 			w.events = append(w.events, ev...)
 			if err != nil && w.err == nil {
 				w.err = err
+			}
+			if fds[1].Revents != 0 {
+				// stop was called after the run ended: what the kernel
+				// queued before is in the queue and was read just now.
+				return
 			}
 		}
 	}()
@@ -72,10 +78,13 @@ func (w *fanWatch) collect(keep func(string) bool) {
 // does, in case an early return skipped it): the collector must never read
 // the descriptor after close, which the kernel may have handed out anew.
 func (w *fanWatch) stop() ([]Event, error) {
-	if w.stopc != nil && !w.stopped {
+	if w.started && !w.stopped {
 		w.stopped = true
-		close(w.stopc)
+		unix.Write(w.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 		<-w.done
+	}
+	if w.overflow && w.err == nil {
+		w.err = errors.New("fanotify: the kernel's event queue overflowed and dropped events")
 	}
 	return w.events, w.err
 }
@@ -108,6 +117,9 @@ func (w *fanWatch) drain(keep func(path string) bool) ([]Event, error) {
 				return out, errors.New("fanotify: malformed event")
 			}
 			off += evLen
+			if mask&unix.FAN_Q_OVERFLOW != 0 {
+				w.overflow = true
+			}
 			if fd < 0 {
 				continue
 			}
@@ -131,4 +143,5 @@ func (w *fanWatch) drain(keep func(path string) bool) ([]Event, error) {
 func (w *fanWatch) close() {
 	w.stop()
 	unix.Close(w.fd)
+	unix.Close(w.wake)
 }

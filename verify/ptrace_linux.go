@@ -7,11 +7,11 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -27,27 +27,41 @@ type Event struct {
 	Path     string `json:"path"`
 }
 
-// x86-64 syscall numbers the tracer inspects.
-var (
-	openCalls = map[uint64]string{2: "open", 85: "creat", 257: "openat", 437: "openat2"}
-	// The argument holding the fd that is written to.
-	writeCalls = map[uint64]struct {
-		name string
-		arg  int
-	}{
-		1: {"write", 0}, 18: {"pwrite64", 0}, 20: {"writev", 0}, 296: {"pwritev", 0}, 328: {"pwritev2", 0},
-		40: {"sendfile", 0}, 275: {"splice", 2}, 326: {"copy_file_range", 2}, 278: {"vmsplice", 0},
-	}
-)
+// traceOutcome is what the ptrace detector saw of one traced command.
+type traceOutcome struct {
+	events []Event
+	// untraced lists syscalls whose file I/O the detector cannot attribute
+	// (io_uring, Linux AIO, a 32-bit or x32 syscall): a run that made any
+	// is not a pass.
+	untraced []string
+	stops    int // how often the tracer stopped the traced tree
+	end      runEnd
+}
 
-const enosys = -int64(syscall.ENOSYS)
+// tracee is the tracer's state of one traced task.
+type tracee struct {
+	attached bool // its first stop (the attach SIGSTOP) was seen
+	// open is an open-family syscall whose exit the tracer waits for, to
+	// read the descriptor it returned; entries counts the syscall-entry
+	// stops that come first (one before Linux 4.8, none since).
+	open    *tracedCall
+	entries int
+}
+
+// seccompStopFirst: before Linux 4.8 the seccomp stop came before the
+// syscall-entry stop, so a tracer that resumes a seccomp stop with
+// PTRACE_SYSCALL sees the entry, then the exit; since 4.8 only the exit.
+var seccompStopFirst = !kernelAtLeast(kernelRelease(), 4, 8)
 
 // ptraceRun starts cmd under ptrace and follows it and every process and
 // thread it creates, until cmd's own process has exited and no traced task
-// is left. On each syscall it resolves file descriptors through
-// /proc/<tid>/fd, so it sees the kmem file however its path was given
-// (absolute, relative, or relative to a directory fd). ready is closed once
-// the command has started (or failed to).
+// is left. The command runs through the seccomp launcher (launcher, see
+// launcherCode), so the tree stops only at the syscalls that can open a
+// file for writing or write to one (tracedCalls) and runs at full speed
+// otherwise. Descriptors are resolved through /proc/<tid>/fd, so the kmem
+// file is seen however its path was given (absolute, relative, relative to
+// a directory fd, through a symlink). ready is closed once the command has
+// started (or failed to).
 //
 // When ctx is cancelled or the deadline passes, every traced task is
 // killed and end.cut says why: such a run did not finish. err is a failure
@@ -59,54 +73,73 @@ const enosys = -int64(syscall.ENOSYS)
 // reads the output) and it must not be an exec.CommandContext (whose
 // watcher could signal a pid reused after ptraceRun reaped it). It waits
 // for each traced task by its own id, never for "any child", so children
-// that other goroutines of this process started are left to them.
-func ptraceRun(ctx context.Context, cmd *exec.Cmd, deadline time.Time, ready chan<- struct{}) (events []Event, end runEnd, err error) {
+// that other goroutines of this process started are left to them; SIGCHLD
+// wakes it when one of its tasks stops.
+func ptraceRun(ctx context.Context, cmd *exec.Cmd, launcher string, deadline time.Time, ready chan<- struct{}) (out traceOutcome, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := checkTraceable(cmd); err != nil {
 		close(ready)
-		return nil, end, err
+		return out, err
 	}
+	// launcher PATH ARGV0 ARGS...: the filter first, then the program.
+	program := cmd.Path
+	cmd.Args = append([]string{launcher, program}, cmd.Args...)
+	cmd.Path = launcher
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Ptrace = true
 	cmd.SysProcAttr.Setpgid = true
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, unix.SIGCHLD)
+	defer signal.Stop(sigc)
 	if err := cmd.Start(); err != nil {
 		close(ready)
-		return nil, end, err
+		return out, err
 	}
 	close(ready)
 	// Drops exec's handle only: the process is reaped below.
 	defer cmd.Process.Release()
 	root := cmd.Process.Pid
-	// The child stops with SIGTRAP at its first exec.
+	// The launcher stops with SIGTRAP at its exec.
 	var ws unix.WaitStatus
 	if _, err := unix.Wait4(root, &ws, unix.WALL, nil); err != nil {
-		return nil, end, fmt.Errorf("wait: %w", err)
+		return out, fmt.Errorf("wait: %w", err)
 	}
 	if !ws.Stopped() {
-		return nil, endOf(ws), errors.New("ptrace: the traced process ended before its first exec")
+		out.end = endOf(ws)
+		return out, errors.New("ptrace: the traced process ended before its first exec")
 	}
 	opts := unix.PTRACE_O_TRACESYSGOOD | unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACEVFORK |
-		unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_EXITKILL
+		unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESECCOMP
 	if err := unix.PtraceSetOptions(root, opts); err == nil {
-		err = unix.PtraceSyscall(root, 0)
+		err = unix.PtraceCont(root, 0)
 	}
 	if err != nil {
 		unix.Kill(root, unix.SIGKILL)
 		unix.Wait4(root, &ws, unix.WALL, nil)
-		return nil, end, fmt.Errorf("ptrace: %w", err)
+		return out, fmt.Errorf("ptrace: %w", err)
 	}
-	live := map[int]bool{root: true}
+	live := map[int]*tracee{root: {attached: true}}
+	launched := false // the launcher has installed the filter and run the program
 	rootEnded := false
-	var seen sync.Map
+	seen := map[string]bool{}
 	record := func(tid int, call, path string) {
 		key := fmt.Sprintf("%d/%s/%s", tid, call, path)
-		if _, dup := seen.LoadOrStore(key, true); dup {
+		if seen[key] {
 			return
 		}
-		events = append(events, Event{Detector: "ptrace", Pid: tid, Comm: comm(tid), Syscall: call, Path: path})
+		seen[key] = true
+		out.events = append(out.events, Event{Detector: "ptrace", Pid: tid, Comm: comm(tid), Syscall: call, Path: path})
+	}
+	untraced := func(tid int, what string) {
+		key := "untraced/" + what
+		if seen[key] || len(out.untraced) >= 20 {
+			return
+		}
+		seen[key] = true
+		out.untraced = append(out.untraced, fmt.Sprintf("%s (pid %d, %s)", what, tid, comm(tid)))
 	}
 	var cutAt, killedAt time.Time
 	killAll := func() {
@@ -121,28 +154,35 @@ func ptraceRun(ctx context.Context, cmd *exec.Cmd, deadline time.Time, ready cha
 		}
 		killedAt = time.Now()
 	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for len(live) > 0 {
-		if end.cut == "" {
+		if out.end.cut == "" {
 			select {
 			case <-ctx.Done():
-				end.cut = "cancelled (" + context.Cause(ctx).Error() + ")"
+				out.end.cut = "cancelled (" + context.Cause(ctx).Error() + ")"
 			default:
 				if time.Now().After(deadline) {
-					end.cut = "timed out"
+					out.end.cut = "timed out"
 				}
 			}
-			if end.cut != "" {
+			if out.end.cut != "" {
 				cutAt = time.Now()
 				killAll()
 			}
 		} else if time.Since(killedAt) > time.Second {
 			if time.Since(cutAt) > 30*time.Second {
-				return events, end, fmt.Errorf("ptrace: %d traced task(s) did not die after SIGKILL", len(live))
+				return out, fmt.Errorf("ptrace: %d traced task(s) did not die after SIGKILL", len(live))
 			}
 			killAll()
 		}
+		// A SIGCHLD that arrives from here on wakes the wait below.
+		select {
+		case <-sigc:
+		default:
+		}
 		progress := false
-		for tid := range live {
+		for tid, t := range live {
 			got, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
 			if err == unix.ECHILD {
 				// Gone without a report: a thread whose id vanished when
@@ -154,48 +194,68 @@ func ptraceRun(ctx context.Context, cmd *exec.Cmd, deadline time.Time, ready cha
 				continue
 			}
 			if err != nil {
-				return events, end, fmt.Errorf("wait: %w", err)
+				return out, fmt.Errorf("wait: %w", err)
 			}
 			progress = true
 			switch {
 			case ws.Exited() || ws.Signaled():
 				delete(live, tid)
 				if tid == root {
-					c := end.cut
-					end, rootEnded = endOf(ws), true
-					end.cut = c
+					c := out.end.cut
+					out.end, rootEnded = endOf(ws), true
+					out.end.cut = c
+					if !launched && c == "" {
+						return out, launcherFailure(program, out.end)
+					}
 				}
 				continue
 			case !ws.Stopped():
 				continue
 			}
+			out.stops++
 			sig := ws.StopSignal()
 			switch {
-			case sig == unix.SIGTRAP|0x80: // syscall stop
-				var regs unix.PtraceRegs
-				if err := unix.PtraceGetRegs(tid, &regs); err == nil {
-					entry := int64(regs.Rax) == enosys
-					nr := regs.Orig_rax
-					if w, ok := writeCalls[nr]; ok && entry {
-						fd := []uint64{regs.Rdi, regs.Rsi, regs.Rdx}[w.arg]
-						if p := fdPath(tid, int(int32(fd))); isKmem(p) {
-							record(tid, w.name, p)
-						}
-					}
-					if name, ok := openCalls[nr]; ok && !entry && int64(regs.Rax) >= 0 {
+			case sig == unix.SIGTRAP|0x80: // syscall stop: the exit of an open
+				if t.open != nil && t.entries > 0 {
+					t.entries--
+					unix.PtraceSyscall(tid, 0)
+					continue
+				}
+				if t.open != nil {
+					var regs unix.PtraceRegs
+					if err := unix.PtraceGetRegs(tid, &regs); err == nil && regs.Orig_rax == uint64(t.open.nr) && int64(regs.Rax) >= 0 {
 						fd := int(regs.Rax)
 						if p := fdPath(tid, fd); isKmem(p) && fdWritable(tid, fd) {
-							record(tid, name+"(write)", p)
+							record(tid, t.open.name+"(write)", p)
+						}
+					}
+					t.open = nil
+				}
+				unix.PtraceCont(tid, 0)
+			case sig == unix.SIGTRAP && ws.TrapCause() == unix.PTRACE_EVENT_SECCOMP:
+				if c, ok := seccompStop(tid, untraced); ok && c.kind == callOpen {
+					t.open, t.entries = &c, 0
+					if seccompStopFirst {
+						t.entries = 1
+					}
+					unix.PtraceSyscall(tid, 0)
+					continue
+				} else if ok && c.kind == callWrite {
+					var regs unix.PtraceRegs
+					if err := unix.PtraceGetRegs(tid, &regs); err == nil {
+						fd := []uint64{regs.Rdi, regs.Rsi, regs.Rdx}[c.fdArg]
+						if p := fdPath(tid, int(int32(fd))); isKmem(p) {
+							record(tid, c.name, p)
 						}
 					}
 				}
-				unix.PtraceSyscall(tid, 0)
-			case sig == unix.SIGTRAP: // fork, clone, exec events or exec SIGTRAP
+				unix.PtraceCont(tid, 0)
+			case sig == unix.SIGTRAP: // fork, clone, exec events
 				switch ws.TrapCause() {
 				case unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK, unix.PTRACE_EVENT_CLONE:
 					if msg, err := unix.PtraceGetEventMsg(tid); err == nil {
-						live[int(msg)] = true
-						if end.cut != "" {
+						live[int(msg)] = &tracee{}
+						if out.end.cut != "" {
 							unix.Kill(int(msg), unix.SIGKILL)
 						}
 					}
@@ -205,22 +265,90 @@ func ptraceRun(ctx context.Context, cmd *exec.Cmd, deadline time.Time, ready cha
 					if msg, err := unix.PtraceGetEventMsg(tid); err == nil && int(msg) != tid {
 						delete(live, int(msg))
 					}
+					if tid == root && !launched {
+						// The launcher ran the program; its filter must be in place.
+						launched = true
+						if !seccompFilterActive(root) {
+							killAll()
+							return out, errors.New("ptrace: the seccomp launcher ran the program without its filter in place")
+						}
+					}
 				}
-				unix.PtraceSyscall(tid, 0)
-			case sig == unix.SIGSTOP && isNewTask(tid, &seen):
-				unix.PtraceSyscall(tid, 0)
+				unix.PtraceCont(tid, 0)
+			case sig == unix.SIGSTOP && !t.attached:
+				t.attached = true
+				unix.PtraceCont(tid, 0)
 			default:
-				unix.PtraceSyscall(tid, int(sig))
+				unix.PtraceCont(tid, int(sig))
 			}
 		}
-		if !progress {
-			time.Sleep(200 * time.Microsecond)
+		if progress {
+			continue
 		}
+		var done <-chan struct{}
+		wait := 20 * time.Millisecond
+		if out.end.cut == "" {
+			done = ctx.Done()
+			wait = min(wait, max(time.Until(deadline), 0))
+		}
+		timer.Reset(wait)
+		select {
+		case <-sigc:
+		case <-done:
+		case <-timer.C:
+		}
+		timer.Stop()
 	}
 	if !rootEnded {
-		return events, end, errors.New("ptrace: lost track of the traced process before it exited")
+		return out, errors.New("ptrace: lost track of the traced process before it exited")
 	}
-	return events, end, nil
+	return out, nil
+}
+
+// seccompStop reads what the filter reported for tid's syscall. ok is
+// false when the tracer has nothing to check for it: a syscall it cannot
+// see through, which untraced records.
+func seccompStop(tid int, untraced func(tid int, what string)) (c tracedCall, ok bool) {
+	data, err := unix.PtraceGetEventMsg(tid)
+	var regs unix.PtraceRegs
+	if err == nil {
+		err = unix.PtraceGetRegs(tid, &regs)
+	}
+	if err != nil {
+		// The task is gone (killed); it did not run the syscall.
+		return c, false
+	}
+	nr := regs.Orig_rax
+	switch data {
+	case seccompNative:
+		if c, ok := lookupCall(nr); ok {
+			if c.kind == callOpaque {
+				untraced(tid, c.name)
+				return c, false
+			}
+			return c, true
+		}
+		untraced(tid, fmt.Sprintf("x86-64 syscall %d the filter should not have stopped", nr))
+	case seccompCompat:
+		untraced(tid, fmt.Sprintf("32-bit syscall %d (int 0x80)", uint32(nr)))
+	case seccompX32:
+		untraced(tid, fmt.Sprintf("x32 syscall %d", uint32(nr)&^x32SyscallBit))
+	default:
+		untraced(tid, fmt.Sprintf("syscall %d stopped by another seccomp filter (data %#x)", nr, data))
+	}
+	return c, false
+}
+
+// launcherFailure explains a traced process that ended before the
+// launcher ran the program.
+func launcherFailure(program string, end runEnd) error {
+	switch {
+	case end.exited && end.code == launcherRefused:
+		return errors.New("ptrace: the kernel refused the seccomp filter (prctl PR_SET_SECCOMP): the detector needs a kernel with CONFIG_SECCOMP_FILTER and CAP_SYS_ADMIN")
+	case end.exited && end.code == launcherExecFailed:
+		return fmt.Errorf("ptrace: cannot execute %s", program)
+	}
+	return fmt.Errorf("ptrace: the seccomp launcher ended before it ran %s (%s)", program, end)
 }
 
 // checkTraceable refuses commands that exec.Cmd would still be serving
@@ -243,13 +371,6 @@ func checkTraceable(cmd *exec.Cmd) error {
 		}
 	}
 	return nil
-}
-
-// isNewTask reports the first SIGSTOP of a task, which ptrace delivers to
-// every auto-attached new process or thread and which must be suppressed.
-func isNewTask(tid int, seen *sync.Map) bool {
-	_, dup := seen.LoadOrStore("stop/"+strconv.Itoa(tid), true)
-	return !dup
 }
 
 func fdPath(tid, fd int) string {

@@ -211,6 +211,9 @@ func (r *Report) Summary() string {
 				fmt.Fprintf(&b, "      %s: pid %d (%s) %s %s\n", e.Detector, e.Pid, e.Comm, e.Syscall, e.Path)
 			}
 		}
+		if t := d.TimingSummary(); t != "" {
+			fmt.Fprintf(&b, "    timings (ms) %s\n", t)
+		}
 	}
 	for _, reason := range r.Reasons {
 		fmt.Fprintf(&b, "  - %s\n", reason)

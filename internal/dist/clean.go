@@ -18,9 +18,16 @@ var made = map[string]func(e os.DirEntry, dir string) bool{
 	// Artifact directories, each published with its SHA256SUMS.
 	"runc":    artifactDir,
 	"kubelet": artifactDir,
+	// The node tool that passed its gate (internal/nodetools).
+	"tools": artifactDir,
 	// verify:* reports (and one being renamed into place).
 	"reports": func(e os.DirEntry, _ string) bool {
 		return e.Type().IsRegular() && (strings.HasSuffix(e.Name(), ".verify.json") || strings.HasSuffix(e.Name(), ".verify.json.tmp"))
+	},
+	// SBOMs of released artifacts (internal/release), and one being written.
+	"sbom": func(e os.DirEntry, _ string) bool {
+		n := e.Name()
+		return e.Type().IsRegular() && (strings.HasSuffix(n, ".sbom.cdx.json") || strings.HasPrefix(n, ".tmp-"))
 	},
 	// Packages, and a package being written.
 	"packages": func(e os.DirEntry, _ string) bool {
@@ -38,8 +45,8 @@ func artifactDir(e os.DirEntry, dir string) bool {
 }
 
 // Clean removes what nokmem made in the output directory root, and root
-// itself: runc/ and kubelet/ artifact directories, reports/, packages/
-// and abandoned staging directories. It first checks that root holds only
+// itself: runc/ and kubelet/ artifact directories, reports/, packages/,
+// sbom/ and abandoned staging directories. It first checks that root holds only
 // that layout; anything else (a file, a directory nokmem does not make, a
 // symbolic link, a live build's staging directory) makes it remove nothing
 // and say what it found, so that NOKMEM_DIST pointing at the wrong

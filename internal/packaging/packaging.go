@@ -99,12 +99,6 @@ platform: linux
 version: "{{.Version}}"
 version_schema: none
 release: "{{.Release}}"
-maintainer: "nokmem <nokmem@localhost>"
-vendor: nokmem
-homepage: https://github.com/nokmem/nokmem
-license: Apache-2.0
-description: |-
-  {{.Description}}
 mtime: "{{.MTime}}"
 {{- if .Depends}}
 overrides:
@@ -119,15 +113,21 @@ overrides:
       - "{{.}}"
 {{- end}}
 {{- end}}
+{{- if .PreRemove}}
+scripts:
+  preremove: "{{.PreRemove}}"
+{{- end}}
 contents:
 {{- range .Files}}
-  - src: "{{.Src}}"
-    dst: "{{.Dst}}"
+  - dst: "{{.Dst}}"
+{{- if .Src}}
+    src: "{{.Src}}"
+{{- end}}
 {{- if .Packager}}
     packager: {{.Packager}}
 {{- end}}
-{{- if .Config}}
-    type: config|noreplace
+{{- if .Type}}
+    type: {{.Type}}
 {{- end}}
     file_info:
       mode: {{.Mode}}
@@ -137,27 +137,38 @@ contents:
 type file struct {
 	Src, Dst, Packager string
 	Mode               string
-	Config             bool
+	// Type is nfpm's content type: "" (a file), "config|noreplace", "dir".
+	Type string
 }
 
 type spec struct {
-	Name, Version, Release, Description, MTime string
-	Depends                                    *struct{ RPM, DEB []string }
-	Files                                      []file
+	Name, Version, Release, MTime string
+	Depends                       *struct{ RPM, DEB []string }
+	Files                         []file
+	// PreRemove is the pre-removal script (rpm %preun, deb prerm).
+	PreRemove string
 }
 
-// Build writes one package per format for a verified artifact and returns
-// their paths. An existing package file with the same name is replaced
-// only if its content differs and it is not yet published (the mirror
-// refuses changed bytes itself).
+// Build is BuildWith with only a release set: the default maintainer, no
+// signature.
 func Build(distRoot, project, version, release string) ([]string, error) {
+	return BuildWith(distRoot, project, version, Options{Release: release})
+}
+
+// BuildWith writes one package per format for a verified artifact and
+// returns their paths. An existing package file with the same name is
+// replaced only if its content differs and it is not yet published (the
+// mirror refuses changed bytes itself). The metadata (names, licences,
+// changelog, signature) is in metadata.go.
+func BuildWith(distRoot, project, version string, opt Options) ([]string, error) {
 	dir, prov, rep, err := verified(distRoot, project, version)
 	if err != nil {
 		return nil, err
 	}
-	if release == "" {
-		release = DefaultRelease
+	if opt.Release == "" {
+		opt.Release = DefaultRelease
 	}
+	release := opt.Release
 	tmp, err := os.MkdirTemp("", "nokmem-pkg-")
 	if err != nil {
 		return nil, err
@@ -173,10 +184,16 @@ func Build(distRoot, project, version, release string) ([]string, error) {
 	}
 	switch project {
 	case "runc":
-		s.Name = "runc-nokmem"
-		s.Description = "runc " + version + " built without kernel-memory accounting (nokmem), verified never to write memory.kmem.limit_in_bytes. Installs /usr/bin/runc-nokmem beside the distribution's runc."
+		s.Name = RuncPackageName(version)
 		snippets, err := writeRuncSnippets(tmp)
 		if err != nil {
+			return nil, err
+		}
+		sum, err := dist.FileSHA256(filepath.Join(dir, "runc"))
+		if err != nil {
+			return nil, err
+		}
+		if s.PreRemove, err = writeRuncGuard(tmp, s.Name, sum); err != nil {
 			return nil, err
 		}
 		s.Files = append([]file{{Src: filepath.Join(dir, "runc"), Dst: "/usr/bin/runc-nokmem", Mode: "0755"}}, snippets...)
@@ -186,7 +203,6 @@ func Build(distRoot, project, version, release string) ([]string, error) {
 		s.Files = append(s.Files, doc(s.Name)...)
 	case "kubelet":
 		s.Name = "kubelet"
-		s.Description = "kubelet " + version + " built without kernel-memory accounting in its vendored libcontainer (nokmem), verified. Drop-in replacement for the upstream kubelet package."
 		rpm, deb := Needs(rep.Target)
 		s.Depends = &struct{ RPM, DEB []string }{
 			RPM: append([]string{"iptables >= 1.4.21", "kubernetes-cni >= 0.7.5", "socat", "util-linux", "ethtool", "iproute", "ebtables", "conntrack"}, rpm...),
@@ -201,6 +217,15 @@ func Build(distRoot, project, version, release string) ([]string, error) {
 			{Src: unit, Dst: "/usr/lib/systemd/system/kubelet.service", Packager: "rpm", Mode: "0644"},
 			{Src: unit, Dst: "/lib/systemd/system/kubelet.service", Packager: "deb", Mode: "0644"},
 		}
+		var tg string
+		if rep.Target != nil {
+			tg = rep.Target.Target
+		}
+		drop, err := kubeletFiles(tmp, version, release+DistTag(tg), release)
+		if err != nil {
+			return nil, err
+		}
+		s.Files = append(s.Files, drop...)
 		s.Files = append(s.Files, doc(s.Name)...)
 	default:
 		return nil, fmt.Errorf("packaging: unknown project %q", project)
@@ -224,6 +249,13 @@ func Build(distRoot, project, version, release string) ([]string, error) {
 			return nil, err
 		}
 		info = nfpm.WithDefaults(info)
+		m := &meta{project: project, version: version, name: s.Name, prov: prov, opt: opt, tmp: tmp}
+		if rep.Target != nil {
+			m.target = rep.Target.Target
+		}
+		if err := m.apply(info, format); err != nil {
+			return nil, fmt.Errorf("packaging %s: %w", format, err)
+		}
 		if err := nfpm.Validate(info); err != nil {
 			return nil, fmt.Errorf("packaging %s: %w", format, err)
 		}
@@ -242,6 +274,14 @@ func Build(distRoot, project, version, release string) ([]string, error) {
 			return nil, fmt.Errorf("packaging %s: %w", format, err)
 		}
 		tmpOut.Close()
+		// A signature carries its creation time, so a rebuilt RPM differs
+		// from the one already there even when nothing else does; keep
+		// that one, so that a mirror or release that has it stays valid.
+		if same, _ := SameButSignature(tmpOut.Name(), info.Target, opt.Signer != nil); same {
+			os.Remove(tmpOut.Name())
+			paths = append(paths, info.Target)
+			continue
+		}
 		if err := os.Rename(tmpOut.Name(), info.Target); err != nil {
 			return nil, err
 		}
@@ -266,60 +306,6 @@ RestartSec=10
 [Install]
 WantedBy=multi-user.target
 `
-
-const dockerSnippet = `{
-  "runtimes": {
-    "nokmem": { "path": "/usr/bin/runc-nokmem" }
-  },
-  "default-runtime": "nokmem"
-}
-`
-
-const containerdSnippet = `# containerd (config version 2): run CRI containers with runc-nokmem.
-# Enable: copy to /etc/containerd/conf.d/ and make /etc/containerd/config.toml import it
-#   (imports = ["/etc/containerd/conf.d/*.toml"]), then: systemctl restart containerd
-# Roll back: remove the file and restart containerd.
-version = 2
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-  BinaryName = "/usr/bin/runc-nokmem"
-`
-
-const snippetReadme = `runc-nokmem: switching a node to it, and back
-=============================================
-
-runc-nokmem is installed as /usr/bin/runc-nokmem and does not replace the
-distribution's /usr/bin/runc. Existing memory cgroups keep kernel-memory
-accounting until they are recreated; a reboot clears what already leaked.
-
-docker
-  Enable:   merge docker-daemon.json into /etc/docker/daemon.json
-            ("runtimes" and "default-runtime"), then: systemctl restart docker
-  Roll back: remove "default-runtime" (or set it to "runc") and restart docker.
-  Check:    docker info --format '{{.DefaultRuntime}}'  → nokmem
-
-containerd (Kubernetes CRI)
-  Enable/roll back: see containerd-runc-nokmem.toml.
-
-Verify any runc on a node with nokmem's verifier:
-  nokmem-verify runc /usr/bin/runc-nokmem
-`
-
-func writeRuncSnippets(tmp string) ([]file, error) {
-	var fs []file
-	for name, content := range map[string]string{
-		"docker-daemon.json":          dockerSnippet,
-		"containerd-runc-nokmem.toml": containerdSnippet,
-		"README":                      snippetReadme,
-	} {
-		p := filepath.Join(tmp, name)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			return nil, err
-		}
-		fs = append(fs, file{Src: p, Dst: "/usr/share/runc-nokmem/" + name, Mode: "0644"})
-	}
-	sortFiles(fs)
-	return fs, nil
-}
 
 func sortFiles(fs []file) {
 	sort.Slice(fs, func(i, j int) bool { return fs[i].Dst < fs[j].Dst })

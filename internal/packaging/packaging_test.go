@@ -47,7 +47,7 @@ func TestKubeletPackageIsADropIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	rpm := paths[0]
-	if filepath.Base(rpm) != "kubelet-1.13.12-1.nokmem.x86_64.rpm" {
+	if filepath.Base(rpm) != "kubelet-1.13.12-1.nokmem.el7.x86_64.rpm" {
 		t.Fatalf("rpm name %s", rpm)
 	}
 	files, _ := exec.Command("rpm", "-qpl", rpm).Output()

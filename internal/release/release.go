@@ -1,7 +1,9 @@
 // Package release publishes verified artifacts as a GitHub release (github.com
-// or GitHub Enterprise) with go-github. It is idempotent: a re-run uploads
-// only missing assets, checks existing ones by downloading and hashing them,
-// never duplicates or replaces one, and publishes the draft only when every
+// or GitHub Enterprise) with go-github: each binary with its provenance,
+// report, statement, signature and SBOM, the packages that carry them, and
+// a signed SHA256SUMS. It is idempotent: a re-run uploads only missing
+// assets, checks existing ones by downloading and hashing them, never
+// duplicates or replaces one, and publishes the draft only when every
 // asset is in place. Without Publish it only prints the plan.
 package release
 
@@ -24,6 +26,7 @@ import (
 	"github.com/nokmem/nokmem/internal/attest"
 	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/internal/packaging"
+	"github.com/nokmem/nokmem/internal/sbom"
 )
 
 // Asset is one file of the release.
@@ -33,10 +36,36 @@ type Asset struct {
 	SHA256 string
 }
 
-// Plan collects the assets of every verified artifact in distRoot. Any
-// artifact that is not intact and verified stops the release.
-func Plan(distRoot string, sign func([]byte) ([]byte, error)) ([]Asset, error) {
-	var assets []Asset
+// Plan is what a release will hold.
+type Plan struct {
+	Assets []Asset
+	// Ignored lists the packages in dist/packages that are not uploaded,
+	// each with the reason: only the package Build makes of a verified
+	// artifact, holding that artifact's binary, is released.
+	Ignored []string
+	tmp     string
+}
+
+// Close removes the files NewPlan generated (SHA256SUMS and its
+// signature); call it when the release is done, dry run or not.
+func (p *Plan) Close() error {
+	if p == nil || p.tmp == "" {
+		return nil
+	}
+	return os.RemoveAll(p.tmp)
+}
+
+// SBOMDir holds the SBOM of every released artifact (dist/sbom/<asset>).
+func SBOMDir(distRoot string) string { return filepath.Join(distRoot, "sbom") }
+
+// NewPlan collects the assets of every verified artifact in distRoot: the
+// binary, its provenance, report, statement and signature, its SBOM
+// (written to dist/sbom/), its packages, and SHA256SUMS over all of them
+// (signed with sign, if set). Any artifact that is not intact and
+// verified stops the release; a package that does not carry a verified
+// artifact is left out and named in Ignored.
+func NewPlan(distRoot string, sign func([]byte) ([]byte, error)) (*Plan, error) {
+	plan := &Plan{}
 	var problems []string
 	for _, project := range []string{"runc", "kubelet"} {
 		versions, _ := os.ReadDir(filepath.Join(distRoot, project))
@@ -44,7 +73,7 @@ func Plan(distRoot string, sign func([]byte) ([]byte, error)) ([]Asset, error) {
 			if !v.IsDir() {
 				continue
 			}
-			dir, _, err := packaging.Verified(distRoot, project, v.Name())
+			dir, prov, err := packaging.Verified(distRoot, project, v.Name())
 			if err != nil {
 				problems = append(problems, err.Error())
 				continue
@@ -55,58 +84,82 @@ func Plan(distRoot string, sign func([]byte) ([]byte, error)) ([]Asset, error) {
 				if _, err := os.Stat(p); err != nil && (name == dist.StatementFile || name == dist.SignatureFile) {
 					continue // made before statements existed, or not signed
 				}
-				assets = append(assets, Asset{Name: attest.ReleaseAsset(project, v.Name(), name), Path: p})
+				plan.Assets = append(plan.Assets, Asset{Name: attest.ReleaseAsset(project, v.Name(), name), Path: p})
 			}
+			bin := filepath.Join(dir, project)
+			sum, err := dist.FileSHA256(bin)
+			if err != nil {
+				return nil, err
+			}
+			bom, err := sbom.Generate(bin, prov, sum)
+			if err != nil {
+				return nil, fmt.Errorf("%s %s: %w", project, v.Name(), err)
+			}
+			name := attest.ReleaseAsset(project, v.Name(), sbom.File)
+			p := filepath.Join(SBOMDir(distRoot), name)
+			if err := dist.WriteFileAtomic(p, bom, 0o644); err != nil {
+				return nil, err
+			}
+			plan.Assets = append(plan.Assets, Asset{Name: name, Path: p})
 		}
 	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("refusing to release:\n  %s", strings.Join(problems, "\n  "))
 	}
-	if len(assets) == 0 {
+	if len(plan.Assets) == 0 {
 		return nil, fmt.Errorf("no verified artifacts in %s: run build:runc or build:kubelet first", distRoot)
 	}
+	arts, _ := packaging.LoadArtifacts(distRoot)
 	pkgs, _ := filepath.Glob(filepath.Join(packaging.Dir(distRoot), "*"))
 	for _, p := range pkgs {
-		if strings.HasSuffix(p, ".rpm") || strings.HasSuffix(p, ".deb") {
-			assets = append(assets, Asset{Name: filepath.Base(p), Path: p})
+		if !strings.HasSuffix(p, ".rpm") && !strings.HasSuffix(p, ".deb") {
+			continue
 		}
+		if _, err := arts.Check(p); err != nil {
+			plan.Ignored = append(plan.Ignored, err.Error())
+			continue
+		}
+		plan.Assets = append(plan.Assets, Asset{Name: filepath.Base(p), Path: p})
 	}
 	var sums []string
-	for i := range assets {
-		s, err := dist.FileSHA256(assets[i].Path)
+	for i := range plan.Assets {
+		s, err := dist.FileSHA256(plan.Assets[i].Path)
 		if err != nil {
 			return nil, err
 		}
-		assets[i].SHA256 = s
-		sums = append(sums, s+"  "+assets[i].Name)
+		plan.Assets[i].SHA256 = s
+		sums = append(sums, s+"  "+plan.Assets[i].Name)
 	}
 	sort.Slice(sums, func(i, j int) bool { return sums[i][66:] < sums[j][66:] })
 	sumData := []byte(strings.Join(sums, "\n") + "\n")
-	tmp, err := os.MkdirTemp("", "nokmem-release-")
-	if err != nil {
+	var err error
+	if plan.tmp, err = os.MkdirTemp("", "nokmem-release-"); err != nil {
 		return nil, err
 	}
 	add := func(name string, data []byte) error {
-		p := filepath.Join(tmp, name)
+		p := filepath.Join(plan.tmp, name)
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			return err
 		}
-		assets = append(assets, Asset{Name: name, Path: p, SHA256: dist.SHA256Hex(data)})
+		plan.Assets = append(plan.Assets, Asset{Name: name, Path: p, SHA256: dist.SHA256Hex(data)})
 		return nil
 	}
 	if err := add("SHA256SUMS", sumData); err != nil {
+		plan.Close()
 		return nil, err
 	}
 	if sign != nil {
 		sig, err := sign(sumData)
 		if err != nil {
+			plan.Close()
 			return nil, fmt.Errorf("sign SHA256SUMS: %w", err)
 		}
 		if err := add("SHA256SUMS.asc", sig); err != nil {
+			plan.Close()
 			return nil, err
 		}
 	}
-	return assets, nil
+	return plan, nil
 }
 
 // Options configure a release.

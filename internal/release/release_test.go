@@ -240,11 +240,22 @@ func names(r *fakeRelease) []string {
 	return n
 }
 
-const wantAssets = "SHA256SUMS runc-nokmem-v1.0.0-rc5-linux-amd64 runc-nokmem-v1.0.0-rc5.provenance.json runc-nokmem-v1.0.0-rc5.verify.json runc-nokmem-v1.0.0-rc9-linux-amd64 runc-nokmem-v1.0.0-rc9.provenance.json runc-nokmem-v1.0.0-rc9.verify.json"
+const wantAssets = "SHA256SUMS runc-nokmem-v1.0.0-rc5-linux-amd64 runc-nokmem-v1.0.0-rc5.provenance.json runc-nokmem-v1.0.0-rc5.sbom.cdx.json runc-nokmem-v1.0.0-rc5.verify.json runc-nokmem-v1.0.0-rc9-linux-amd64 runc-nokmem-v1.0.0-rc9.provenance.json runc-nokmem-v1.0.0-rc9.sbom.cdx.json runc-nokmem-v1.0.0-rc9.verify.json"
+
+// plan is NewPlan whose generated files are removed when the test ends.
+func plan(t *testing.T, distRoot string) ([]Asset, error) {
+	t.Helper()
+	p, err := NewPlan(distRoot, nil)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { p.Close() })
+	return p.Assets, nil
+}
 
 func TestReleaseTwiceWithoutDuplicates(t *testing.T) {
 	f := newFake(t)
-	assets, err := Plan(verifiedDist(t), nil)
+	assets, err := plan(t, verifiedDist(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,14 +265,14 @@ func TestReleaseTwiceWithoutDuplicates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(out.Uploaded) != 7 || !out.Published || sleeps != 1 {
+	if len(out.Uploaded) != 9 || !out.Published || sleeps != 1 {
 		t.Fatalf("first run: %+v sleeps=%d", out, sleeps)
 	}
 	out, err = releaser(t, f, &sleeps).Run(context.Background(), assets)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(out.Uploaded) != 0 || len(out.Present) != 7 || out.Published {
+	if len(out.Uploaded) != 0 || len(out.Present) != 9 || out.Published {
 		t.Fatalf("second run: %+v", out)
 	}
 	if len(f.releases) != 1 || f.releases[0].Draft || strings.Join(names(f.releases[0]), " ") != wantAssets {
@@ -273,7 +284,7 @@ func TestReleaseTwiceWithoutDuplicates(t *testing.T) {
 			sums = string(a.Data)
 		}
 	}
-	if strings.Count(sums, "\n") != 6 {
+	if strings.Count(sums, "\n") != 8 {
 		t.Errorf("SHA256SUMS:\n%s", sums)
 	}
 }
@@ -281,7 +292,7 @@ func TestReleaseTwiceWithoutDuplicates(t *testing.T) {
 func TestNetworkErrorMidwayThenRerunCompletes(t *testing.T) {
 	f := newFake(t)
 	f.failUpload[3] = true
-	assets, _ := Plan(verifiedDist(t), nil)
+	assets, _ := plan(t, verifiedDist(t))
 	sleeps := 0
 	if _, err := releaser(t, f, &sleeps).Run(context.Background(), assets); err == nil {
 		t.Fatal("lost connection not reported")
@@ -294,7 +305,7 @@ func TestNetworkErrorMidwayThenRerunCompletes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(f.releases) != 1 || f.releases[0].Draft || !out.Published || len(out.Uploaded) != 5 || len(out.Present) != 2 {
+	if len(f.releases) != 1 || f.releases[0].Draft || !out.Published || len(out.Uploaded) != 7 || len(out.Present) != 2 {
 		t.Fatalf("re-run: %+v, %d releases", out, len(f.releases))
 	}
 	if strings.Join(names(f.releases[0]), " ") != wantAssets {
@@ -304,7 +315,7 @@ func TestNetworkErrorMidwayThenRerunCompletes(t *testing.T) {
 
 func TestExistingAssetWithOtherBytesIsRefused(t *testing.T) {
 	f := newFake(t)
-	assets, _ := Plan(verifiedDist(t), nil)
+	assets, _ := plan(t, verifiedDist(t))
 	f.releases = []*fakeRelease{{ID: 1, Tag: "v2026.11.22", Draft: true, Assets: []*fakeAsset{{ID: 7, Name: "SHA256SUMS", Data: []byte("other")}}}}
 	f.nextID = 2
 	_, err := releaser(t, f, new(int)).Run(context.Background(), assets)
@@ -318,7 +329,7 @@ func TestExistingAssetWithOtherBytesIsRefused(t *testing.T) {
 
 func TestAlreadyExistsAfterLostAnswerIsChecked(t *testing.T) {
 	f := newFake(t)
-	assets, _ := Plan(verifiedDist(t), nil)
+	assets, _ := plan(t, verifiedDist(t))
 	// The asset is there (uploaded by a run whose answer was lost), but the
 	// listing made before uploading did not show it: the 422 is resolved
 	// by checking the asset, not by uploading a duplicate.
@@ -337,7 +348,7 @@ func TestAlreadyExistsAfterLostAnswerIsChecked(t *testing.T) {
 
 func TestDryRunAndRefusals(t *testing.T) {
 	f := newFake(t)
-	assets, _ := Plan(verifiedDist(t), nil)
+	assets, _ := plan(t, verifiedDist(t))
 	r, _ := New(Options{Owner: "o", Repo: "r", Tag: "v1", BaseURL: f.srv.URL + "/api/v3/"})
 	out, err := r.Run(context.Background(), assets)
 	if err != nil || !out.DryRun || f.requests != 0 {
@@ -350,10 +361,10 @@ func TestDryRunAndRefusals(t *testing.T) {
 	rep := filepath.Join(d, "runc", "v1.0.0-rc9", dist.ReportFile)
 	os.WriteFile(rep, []byte(`{"passed": false}`), 0o644)
 	dist.WriteSums(filepath.Dir(rep))
-	if _, err := Plan(d, nil); err == nil || !strings.Contains(err.Error(), "without a passing verification report") {
+	if _, err := NewPlan(d, nil); err == nil || !strings.Contains(err.Error(), "without a passing verification report") {
 		t.Fatalf("unverified artifact: %v", err)
 	}
-	if _, err := Plan(t.TempDir(), nil); err == nil {
+	if _, err := NewPlan(t.TempDir(), nil); err == nil {
 		t.Fatal("empty dist accepted")
 	}
 }
@@ -366,7 +377,7 @@ func TestPlanCarriesTheStatementAndSignature(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, dist.StatementFile), []byte(`{"_type":"https://in-toto.io/Statement/v1"}`), 0o644)
 	os.WriteFile(filepath.Join(dir, dist.SignatureFile), []byte("sig"), 0o644)
 	dist.WriteSums(dir)
-	assets, err := Plan(d, nil)
+	assets, err := plan(t, d)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,13 +11,17 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/nokmem/nokmem/internal/attest"
 	"github.com/nokmem/nokmem/internal/build"
+	"github.com/nokmem/nokmem/internal/packaging"
 	"github.com/nokmem/nokmem/internal/pipeline"
 	"github.com/nokmem/nokmem/internal/run"
 	"github.com/nokmem/nokmem/internal/source"
+	"github.com/nokmem/nokmem/verify"
 	"github.com/nokmem/nokmem/verify/target"
+	"github.com/nokmem/nokmem/verify/vm"
 )
 
 // Setting documents one environment variable.
@@ -43,16 +47,22 @@ var All = []Setting{
 	{"NOKMEM_BUILD_IMAGE", "golang:<era>", "container image for container mode (it needs libseccomp-dev for the seccomp tag)"},
 	{"NOKMEM_ALLOW_STATIC_ONLY", "0", "1: accept static verification alone where the dynamic check cannot run (not root, no cgroup v1)"},
 	{"NOKMEM_DYNAMIC", "auto", "auto, require or off (off only for verify targets; require makes builds fail where the dynamic check cannot run)"},
-	{"NOKMEM_PACKAGE_RELEASE", "1.nokmem", "package release field (sorts after upstream's 0 / 00); raise it to republish changed bytes"},
-	{"NOKMEM_SIGNING_KEY", "", "armored OpenPGP private key file; when set, every artifact's provenance.intoto.json and the SHA256SUMS of the mirror and the release are signed (.asc), and cache hits and verify targets require that signature"},
+	{"NOKMEM_PACKAGE_RELEASE", "1.nokmem", "package release field (sorts after upstream's 0 / 00; RPMs add the target's dist tag, e.g. .el7); raise it to republish changed bytes"},
+	{"NOKMEM_MAINTAINER", "nokmem builder <nokmem@nokmem.invalid>", "the packages' maintainer, \"Full Name <address>\": who answers for them (package warns while it is the default, an address nobody reads)"},
+	{"NOKMEM_MIRROR_URL", "file://<dir>", "where nodes reach publish:mirror's directory (http(s):// or file://), written into the published nokmem.repo and nokmem.sources"},
+	{"NOKMEM_SIGNING_KEY", "", "armored OpenPGP private key file (RSA, signing with its primary key, for EL7's rpm); when set, every artifact's provenance.intoto.json, every RPM, the mirror's repomd.xml and apt InRelease/Release.gpg, and the SHA256SUMS of the mirror and the release are signed, and cache hits and verify targets require the statement's signature"},
 	{"NOKMEM_SIGNING_PASSPHRASE", "", "passphrase of the signing key, if it is encrypted"},
 	{"NOKMEM_VERIFY_PUBKEY", "", "armored OpenPGP public key file: cache hits, verify:runc/kubelet and verify:dist require statements (and a release's SHA256SUMS) signed by it; unset: the signing key's own public key, if set"},
 	{"NOKMEM_GITHUB_REPO", "", "owner/name of the GitHub repository that release publishes to"},
 	{"NOKMEM_GITHUB_API", "https://api.github.com/", "GitHub (Enterprise) API base URL, e.g. https://ghe.example.com/api/v3/"},
 	{"NOKMEM_GITHUB_UPLOAD", "https://uploads.github.com/", "GitHub (Enterprise) upload URL, e.g. https://ghe.example.com/api/uploads/"},
 	{"NOKMEM_PUBLISH", "0", "1: release really publishes (default: dry run); the token is read from GITHUB_TOKEN and never printed"},
-	{"NOKMEM_VERIFY_RUNTIME", "auto", "verify targets: docker (the verifier image), host, or auto (docker when an engine answers)"},
+	{"NOKMEM_VERIFY_RUNTIME", "auto", "where the dynamic check runs: docker (the verifier image; verify targets), host, vm (a throwaway QEMU VM with its own cgroup v1 kernel; verify targets and builds, no root needed), or auto (vm where this host cannot verify natively and QEMU and a kernel are found, else docker for verify targets when an engine answers, else host)"},
+	{"NOKMEM_VM_KERNEL", "a /boot/vmlinuz-* with cgroup v1 memory, kmem and fanotify", "the VM's kernel (vmlinuz), e.g. an EL7 /boot/vmlinuz-3.10.0-*.el7.x86_64 to prove on the fleet's kernel (Debian 12: apt-get install linux-image-cloud-amd64 qemu-system-x86)"},
+	{"NOKMEM_VM_TIMEOUT", "5m", "time limit of one VM boot (kernel, self-test, runs); a VM still running then is killed and the check fails"},
 	{"NOKMEM_DOCKER_PRIVILEGED", "1", "0: run the verifier container with every capability but SYS_RESOURCE instead of --privileged"},
+	{"NOKMEM_RUNTIME_DEFAULT", "0", "runtime:containerd and runtime:docker: 1 also makes nokmem the default runtime (nokmem runtime --default)"},
+	{"NOKMEM_RUNTIME_REMOVE", "0", "runtime:containerd and runtime:docker: 1 takes the nokmem runtime out, and the default back to runc (nokmem runtime --remove)"},
 }
 
 // Env is the parsed environment.
@@ -63,6 +73,8 @@ type Env struct {
 	AcceptGoMismatch bool
 	KubeSuffix       string
 	PackageRelease   string
+	Maintainer       string
+	MirrorURL        string
 	SigningKey       string
 	SigningPass      string
 	VerifyPubKey     string
@@ -82,8 +94,12 @@ type Env struct {
 	AllowStaticOnly  bool
 	Dynamic          string
 	VerifyRuntime    string
+	VMKernel         string
+	VMTimeout        time.Duration
 	Privileged       bool
 	CI               bool // CI=true: unpinned kubelet releases are refused
+	RuntimeDefault   bool
+	RuntimeRemove    bool
 }
 
 // Read parses the environment through getenv, reporting every bad value.
@@ -100,6 +116,8 @@ func Read(getenv func(string) string) (*Env, error) {
 		KubeRepo:       or("NOKMEM_KUBERNETES_REPO", "https://github.com/kubernetes/kubernetes.git"),
 		KubeSuffix:     getenv("NOKMEM_KUBE_VERSION_SUFFIX"),
 		PackageRelease: getenv("NOKMEM_PACKAGE_RELEASE"),
+		Maintainer:     getenv("NOKMEM_MAINTAINER"),
+		MirrorURL:      getenv("NOKMEM_MIRROR_URL"),
 		SigningKey:     getenv("NOKMEM_SIGNING_KEY"),
 		SigningPass:    getenv("NOKMEM_SIGNING_PASSPHRASE"),
 		VerifyPubKey:   getenv("NOKMEM_VERIFY_PUBKEY"),
@@ -120,9 +138,17 @@ func Read(getenv func(string) string) (*Env, error) {
 		CI:             getenv("CI") == "true",
 	}
 	switch e.VerifyRuntime {
-	case "auto", "host", "docker":
+	case "auto", "host", "docker", "vm":
 	default:
-		errs = append(errs, fmt.Errorf("NOKMEM_VERIFY_RUNTIME=%q: want auto, host or docker", e.VerifyRuntime))
+		errs = append(errs, fmt.Errorf("NOKMEM_VERIFY_RUNTIME=%q: want auto, host, docker or vm", e.VerifyRuntime))
+	}
+	e.VMKernel = getenv("NOKMEM_VM_KERNEL")
+	if v := getenv("NOKMEM_VM_TIMEOUT"); v != "" {
+		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("NOKMEM_VM_TIMEOUT=%q: want a duration such as 5m", v))
+		} else {
+			e.VMTimeout = d
+		}
 	}
 	switch v := getenv("NOKMEM_DOCKER_PRIVILEGED"); v {
 	case "", "1", "true":
@@ -154,7 +180,8 @@ func Read(getenv func(string) string) (*Env, error) {
 	for _, b := range []struct {
 		name string
 		dst  *bool
-	}{{"NOKMEM_ALLOW_STATIC_ONLY", &e.AllowStaticOnly}, {"NOKMEM_ALLOW_UNPINNED", &e.AllowUnpinned}, {"NOKMEM_ACCEPT_GO_MISMATCH", &e.AcceptGoMismatch}, {"NOKMEM_PUBLISH", &e.Publish}} {
+	}{{"NOKMEM_ALLOW_STATIC_ONLY", &e.AllowStaticOnly}, {"NOKMEM_ALLOW_UNPINNED", &e.AllowUnpinned}, {"NOKMEM_ACCEPT_GO_MISMATCH", &e.AcceptGoMismatch}, {"NOKMEM_PUBLISH", &e.Publish},
+		{"NOKMEM_RUNTIME_DEFAULT", &e.RuntimeDefault}, {"NOKMEM_RUNTIME_REMOVE", &e.RuntimeRemove}} {
 		switch v := getenv(b.name); v {
 		case "", "0", "false":
 		case "1", "true":
@@ -172,6 +199,14 @@ func Read(getenv func(string) string) (*Env, error) {
 	}
 	if e.PackageRelease != "" && !regexp.MustCompile(`^[0-9][0-9A-Za-z.+~]*$`).MatchString(e.PackageRelease) {
 		errs = append(errs, fmt.Errorf("NOKMEM_PACKAGE_RELEASE=%q: want a release such as 2.nokmem", e.PackageRelease))
+	}
+	if e.Maintainer != "" {
+		if err := packaging.CheckMaintainer(e.Maintainer); err != nil {
+			errs = append(errs, fmt.Errorf("NOKMEM_MAINTAINER: %w", err))
+		}
+	}
+	if u := e.MirrorURL; u != "" && !regexp.MustCompile(`^(https?://[^/\s]+|file://)/?[^\s]*$`).MatchString(u) {
+		errs = append(errs, fmt.Errorf("NOKMEM_MIRROR_URL=%q: want an http(s):// or file:// URL", u))
 	}
 	if e.GitHubRepo != "" && !regexp.MustCompile(`^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$`).MatchString(e.GitHubRepo) {
 		errs = append(errs, fmt.Errorf("NOKMEM_GITHUB_REPO=%q: want owner/name", e.GitHubRepo))
@@ -237,10 +272,38 @@ func (e *Env) Pipeline(root string) (*pipeline.Config, error) {
 		BuildImage:        e.BuildImage,
 		AllowStaticOnly:   e.AllowStaticOnly,
 		Runner:            run.Local{},
-		Verifier:          pipeline.DefaultVerifier{},
+		Verifier:          e.verifier(root),
 		Signing:           keys,
 		Log:               os.Stderr,
 	}, nil
+}
+
+// UseVM says whether the dynamic check runs in a VM (verify/vm):
+// NOKMEM_VERIFY_RUNTIME=vm, or auto on a host that cannot verify natively
+// (not root, or no cgroup v1 memory hierarchy with the kmem file) where
+// QEMU and a kernel are found.
+func (e *Env) UseVM() bool {
+	switch e.VerifyRuntime {
+	case "vm":
+		return true
+	case "auto":
+		return verify.HostProblem() != "" && vm.Problem(e.VMKernel) == ""
+	}
+	return false
+}
+
+// VM is the VM verifier for the nokmem tree at root.
+func (e *Env) VM(root string) *vm.Verifier {
+	return &vm.Verifier{Runner: run.Local{}, Root: root, Kernel: e.VMKernel, Timeout: e.VMTimeout}
+}
+
+// verifier is what builds verify with: the VM when UseVM says so,
+// otherwise this host.
+func (e *Env) verifier(root string) pipeline.Verifier {
+	if e.UseVM() {
+		return e.VM(root)
+	}
+	return pipeline.DefaultVerifier{}
 }
 
 // Help renders the settings table for `mage -l` help and the README.

@@ -1,20 +1,28 @@
-// Package signing makes and checks OpenPGP armored detached signatures (as
-// `gpg --armor --detach-sign` makes and `gpg --verify` checks): over the
-// SHA256SUMS of a mirror or a release, and over each artifact's in-toto
-// statement (internal/attest). The key is an armored private key file named
-// by NOKMEM_SIGNING_KEY; signing is skipped when it is unset.
+// Package signing makes and checks OpenPGP signatures with one key, the
+// armored private key file named by NOKMEM_SIGNING_KEY (signing is skipped
+// when it is unset): armored detached signatures (as `gpg --armor
+// --detach-sign` makes and `gpg --verify` checks) over the SHA256SUMS of a
+// mirror or a release, each artifact's in-toto statement (internal/attest),
+// a yum repository's repomd.xml and an apt repository's Release; the
+// clearsigned InRelease; and the binary header signatures of RPM packages.
+// It also exports the public key, armored and as a binary keyring.
 package signing
 
 import (
 	"bytes"
+	"crypto"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
 
 // Signer signs data with one private key.
@@ -48,10 +56,63 @@ func Load(path, passphrase string) (*Signer, error) {
 	return nil, fmt.Errorf("signing key %s holds no private key", path)
 }
 
-// Sign returns an armored detached signature of data.
+// config pins SHA-256 (apt refuses SHA-1 signatures; rpm 4.11 of EL7
+// checks SHA-256 ones) and leaves out go-crypto's random salt notation, a
+// subpacket older verifiers have never seen and that RSA signatures do not
+// need.
+var config = &packet.Config{DefaultHash: crypto.SHA256, NonDeterministicSignaturesViaNotation: new(bool)}
+
+// Sign returns an armored detached signature of data (repomd.xml.asc,
+// Release.gpg, SHA256SUMS.asc).
 func (s *Signer) Sign(data []byte) ([]byte, error) {
 	var out bytes.Buffer
-	if err := openpgp.ArmoredDetachSign(&out, s.entity, bytes.NewReader(data), nil); err != nil {
+	if err := openpgp.ArmoredDetachSign(&out, s.entity, bytes.NewReader(data), config); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// SignBinary returns a binary (unarmored) detached signature of what r
+// yields: the form an RPM header signature takes (nfpm's SignFn).
+func (s *Signer) SignBinary(r io.Reader) ([]byte, error) {
+	var out bytes.Buffer
+	if err := openpgp.DetachSign(&out, s.entity, r, config); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// ClearSign returns data clearsigned (an apt repository's InRelease).
+func (s *Signer) ClearSign(data []byte) ([]byte, error) {
+	key, ok := s.entity.SigningKey(time.Now())
+	if !ok || key.PrivateKey == nil {
+		return nil, errors.New("signing key: no usable signing key (expired or revoked?)")
+	}
+	var out bytes.Buffer
+	w, err := clearsign.Encode(&out, key.PrivateKey, config)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(data); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// Fingerprint is the primary key's fingerprint, as `gpg --fingerprint`
+// prints it without spaces.
+func (s *Signer) Fingerprint() string {
+	return strings.ToUpper(hex.EncodeToString(s.entity.PrimaryKey.Fingerprint))
+}
+
+// PublicKeyring returns the public key unarmored, as `gpg --export` writes
+// it: the keyring file apt's signed-by option reads (*.gpg).
+func (s *Signer) PublicKeyring() ([]byte, error) {
+	var out bytes.Buffer
+	if err := s.entity.Serialize(&out); err != nil {
 		return nil, err
 	}
 	return out.Bytes(), nil

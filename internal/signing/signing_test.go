@@ -5,11 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 
+	"github.com/nokmem/nokmem/internal/signing/signingtest"
 	"github.com/nokmem/nokmem/internal/testenv"
 )
 
@@ -98,5 +100,67 @@ func TestGPGVerifies(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte("tampered\n"), 0o644)
 	if err := gpg("--verify", filepath.Join(dir, "SHA256SUMS.asc"), filepath.Join(dir, "SHA256SUMS")); err == nil {
 		t.Fatal("gpg accepted a signature over other data")
+	}
+}
+
+// InRelease (clearsigned), a binary detached signature and the binary
+// keyring are what gpg itself reads and checks.
+func TestClearSignBinaryAndKeyringWithGPG(t *testing.T) {
+	if _, err := exec.LookPath("gpg"); err != nil {
+		if testenv.InCI() {
+			t.Fatal("CI=true but gpg is missing (.ci/run installs gnupg)")
+		}
+		t.Skip("needs gpg")
+	}
+	s, err := Load(signingtest.KeyFile(t, "repo"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	home := filepath.Join(dir, "gnupg")
+	os.Mkdir(home, 0o700)
+	gpg := func(args ...string) (string, error) {
+		out, err := exec.Command("gpg", append([]string{"--batch", "--homedir", home}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	ring, err := s.PublicKeyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "key.gpg"), ring, 0o644)
+	if out, err := gpg("--import", filepath.Join(dir, "key.gpg")); err != nil {
+		t.Fatalf("binary keyring: %v\n%s", err, out)
+	}
+	if out, _ := gpg("--with-colons", "--fingerprint"); !strings.Contains(out, "fpr:::::::::"+s.Fingerprint()+":") {
+		t.Errorf("fingerprint %s not in\n%s", s.Fingerprint(), out)
+	}
+	release := []byte("Origin: nokmem\nSHA256:\n 0123 10 Packages\n-- a dash line\n")
+	in, err := s.ClearSign(release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "InRelease"), in, 0o644)
+	if out, err := gpg("--verify", filepath.Join(dir, "InRelease")); err != nil || !strings.Contains(out, "Good signature") {
+		t.Fatalf("clearsigned text rejected: %v\n%s", err, out)
+	}
+	os.WriteFile(filepath.Join(dir, "InRelease"), bytes.Replace(in, []byte("0123"), []byte("0124"), 1), 0o644)
+	if _, err := gpg("--verify", filepath.Join(dir, "InRelease")); err == nil {
+		t.Fatal("altered clearsigned text accepted")
+	}
+	sig, err := s.SignBinary(bytes.NewReader(release))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.HasPrefix(sig, []byte("-----")) {
+		t.Fatal("binary signature is armored")
+	}
+	os.WriteFile(filepath.Join(dir, "data"), release, 0o644)
+	os.WriteFile(filepath.Join(dir, "data.sig"), sig, 0o644)
+	out, err := gpg("--list-packets", filepath.Join(dir, "data.sig"))
+	if err != nil || !strings.Contains(out, "digest algo 8") || strings.Contains(out, "notation") {
+		t.Errorf("signature packet (want SHA-256, no notation): %v\n%s", err, out)
+	}
+	if out, err := gpg("--verify", filepath.Join(dir, "data.sig"), filepath.Join(dir, "data")); err != nil {
+		t.Fatalf("binary signature rejected: %v\n%s", err, out)
 	}
 }

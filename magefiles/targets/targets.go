@@ -21,17 +21,21 @@ import (
 
 	"github.com/nokmem/nokmem/internal/attest"
 	"github.com/nokmem/nokmem/internal/dist"
+	"github.com/nokmem/nokmem/internal/doctor"
 	"github.com/nokmem/nokmem/internal/mirror"
+	"github.com/nokmem/nokmem/internal/nodetools"
 	"github.com/nokmem/nokmem/internal/packaging"
 	"github.com/nokmem/nokmem/internal/pinning"
 	"github.com/nokmem/nokmem/internal/pipeline"
 	"github.com/nokmem/nokmem/internal/release"
 	"github.com/nokmem/nokmem/internal/run"
+	"github.com/nokmem/nokmem/internal/runtimecfg"
 	"github.com/nokmem/nokmem/internal/settings"
 	"github.com/nokmem/nokmem/internal/signing"
 	"github.com/nokmem/nokmem/matrix"
 	"github.com/nokmem/nokmem/verify"
 	"github.com/nokmem/nokmem/verify/container"
+	"github.com/nokmem/nokmem/verify/vm"
 )
 
 // root is the project directory; Mage runs targets from there.
@@ -218,10 +222,17 @@ func VerifyFile(ctx context.Context, kind, path string) error {
 
 func verifyAndReport(ctx context.Context, env *settings.Env, cfg *pipeline.Config, kind, path, probe, name string) (err error) {
 	var rep *verify.Report
-	// The kubelet probe runs on the host; a plain binary may run in the image.
-	useDocker := probe == "" && (env.VerifyRuntime == "docker" ||
+	// The kubelet probe runs on the host or in the VM; a plain binary may
+	// run in the image.
+	useVM := env.UseVM()
+	useDocker := !useVM && probe == "" && (env.VerifyRuntime == "docker" ||
 		(env.VerifyRuntime == "auto" && container.Available(ctx, run.Local{}, "")))
-	if useDocker {
+	if useVM {
+		fmt.Println("verifying in a throwaway VM with its own cgroup v1 kernel (NOKMEM_VERIFY_RUNTIME=vm; see docs/vm.md)")
+		opt := verifyOptions(env, kind)
+		opt.Probe = probe
+		rep, err = env.VM(root()).Verify(ctx, path, opt)
+	} else if useDocker {
 		fmt.Println("verifying in the verifier container (NOKMEM_VERIFY_RUNTIME=host to run on the host)")
 		v := &container.Verifier{Runner: run.Local{}, Root: root(), Privileged: env.Privileged, Dynamic: env.Dynamic, AllowStaticOnly: env.AllowStaticOnly}
 		if rep, err = v.Verify(ctx, kind, path); err == nil {
@@ -383,14 +394,19 @@ func Bench(ctx context.Context) error {
 }
 
 func signer(env *settings.Env) (func([]byte) ([]byte, error), error) {
-	if env.SigningKey == "" {
-		return nil, nil
-	}
-	s, err := signing.Load(env.SigningKey, env.SigningPass)
-	if err != nil {
+	s, err := signingKey(env)
+	if s == nil || err != nil {
 		return nil, err
 	}
 	return s.Sign, nil
+}
+
+// signingKey is NOKMEM_SIGNING_KEY loaded, or nil when it is unset.
+func signingKey(env *settings.Env) (*signing.Signer, error) {
+	if env.SigningKey == "" {
+		return nil, nil
+	}
+	return signing.Load(env.SigningKey, env.SigningPass)
 }
 
 // verifiedArtifacts lists project/version pairs in dist/.
@@ -407,8 +423,10 @@ func verifiedArtifacts(distRoot string) [][2]string {
 	return out
 }
 
-// Package is the package target: RPM and DEB for every artifact in dist/.
-func Package() error {
+// Package is the package target: RPM and DEB for every artifact in dist/,
+// and nokmem-tools: the node tool built from this checkout, once it passed
+// the target gate (internal/nodetools).
+func Package(ctx context.Context) error {
 	env, cfg, err := config()
 	if err != nil {
 		return fail(err)
@@ -417,14 +435,69 @@ func Package() error {
 	if len(arts) == 0 {
 		return fail(fmt.Errorf("no artifacts in %s: run build:runc or build:kubelet first", cfg.DistDir))
 	}
+	opt := packaging.Options{Release: env.PackageRelease, Maintainer: env.Maintainer}
+	if env.Maintainer == "" {
+		fmt.Fprintf(os.Stderr, "warning: NOKMEM_MAINTAINER is unset: the packages name %s, an address nobody reads; set it to whoever answers for them\n", packaging.DefaultMaintainer)
+	}
+	key, err := signingKey(env)
+	if err != nil {
+		return fail(err)
+	}
+	if key != nil {
+		opt.Signer = key
+	} else {
+		fmt.Fprintln(os.Stderr, "warning: NOKMEM_SIGNING_KEY is unset: the RPMs are not signed, and yum/dnf with gpgcheck=1 (EL7's default) refuse them")
+	}
 	for _, a := range arts {
-		paths, err := packaging.Build(cfg.DistDir, a[0], a[1], env.PackageRelease)
+		paths, err := packaging.BuildWith(cfg.DistDir, a[0], a[1], opt)
 		if err != nil {
 			return fail(err)
 		}
 		for _, p := range paths {
 			fmt.Println(p)
 		}
+	}
+	tools, err := (&nodetools.Builder{Runner: run.Local{}}).Publish(ctx, root(), cfg.DistDir, env.Target)
+	if err != nil {
+		return fail(fmt.Errorf("nokmem-tools: %w", err))
+	}
+	fmt.Printf("node tool %s (commit %s): %s", tools.Version, tools.Commit, tools.Gate.Summary())
+	paths, err := packaging.BuildTools(cfg.DistDir, packaging.ToolsFrom(tools, env.Target), opt)
+	if err != nil {
+		return fail(err)
+	}
+	for _, p := range paths {
+		fmt.Println(p)
+	}
+	return nil
+}
+
+// RuntimeConfig is runtime:containerd and runtime:docker: merge the nokmem
+// runtime into the configuration file at path (nokmem runtime, from
+// Mage), with NOKMEM_RUNTIME_DEFAULT and NOKMEM_RUNTIME_REMOVE.
+func RuntimeConfig(kind, path string) error {
+	env, err := settings.Read(os.Getenv)
+	if err != nil {
+		return fail(err)
+	}
+	k, err := runtimecfg.ParseKind(kind)
+	if err != nil {
+		return fail(err)
+	}
+	a, err := runtimecfg.Apply(k, path, runtimecfg.Options{Default: env.RuntimeDefault, Remove: env.RuntimeRemove})
+	if err != nil {
+		return fail(fmt.Errorf("runtime:%s: %w", kind, err))
+	}
+	for _, n := range a.Notes {
+		fmt.Println("  " + n)
+	}
+	switch {
+	case !a.Changed:
+		fmt.Printf("%s: nothing to change, nothing written\n", a.Path)
+	case a.Backup != "":
+		fmt.Printf("%s: written; the previous file is %s\nto apply it: %s\n", a.Path, a.Backup, a.Restart())
+	default:
+		fmt.Printf("%s: written\nto apply it: %s\n", a.Path, a.Restart())
 	}
 	return nil
 }
@@ -438,19 +511,35 @@ func PublishMirror(ctx context.Context, dir string) error {
 	if err := publishable(env, cfg, "publish:mirror"); err != nil {
 		return fail(err)
 	}
-	if err := Package(); err != nil {
+	if err := Package(ctx); err != nil {
 		return err
 	}
-	sign, err := signer(env)
+	key, err := signingKey(env)
 	if err != nil {
 		return fail(err)
 	}
-	res, err := (&mirror.Publisher{Runner: run.Local{}, Sign: sign}).Publish(ctx, packaging.Dir(cfg.DistDir), dir)
+	p := &mirror.Publisher{Runner: run.Local{}, URL: env.MirrorURL, Admit: func(pkg string) error {
+		arts, _ := packaging.LoadArtifacts(cfg.DistDir)
+		_, err := arts.Check(pkg)
+		return err
+	}}
+	if key != nil {
+		p.Signer = key
+	}
+	res, err := p.Publish(ctx, packaging.Dir(cfg.DistDir), dir)
 	if err != nil {
 		return fail(fmt.Errorf("publish mirror: %w", err))
 	}
-	fmt.Printf("mirror %s: %d added, %d already published\n  yum: baseurl=file://%s\n  apt: deb [trusted=yes] file://%s ./\n",
-		dir, len(res.Added), len(res.Skipped), filepath.Join(dir, mirror.YumDir), filepath.Join(dir, mirror.AptDir))
+	for _, r := range res.Refused {
+		fmt.Fprintf(os.Stderr, "warning: not published: %s\n", r)
+	}
+	fmt.Printf("mirror %s: %d added, %d already published\n", dir, len(res.Added), len(res.Skipped))
+	if key == nil {
+		fmt.Fprintln(os.Stderr, "warning: NOKMEM_SIGNING_KEY is unset: the mirror is unsigned; its nokmem.repo and nokmem.list say gpgcheck=0 and trusted=yes")
+		return nil
+	}
+	fmt.Printf("  signed by %s\n  yum/dnf: %s/nokmem.repo into /etc/yum.repos.d/\n  apt:     %s/nokmem.gpg into %s, %s/nokmem.sources into /etc/apt/sources.list.d/\n",
+		res.Fingerprint, dir, dir, mirror.Keyring, dir)
 	return nil
 }
 
@@ -473,9 +562,13 @@ func Release(ctx context.Context, tag string) error {
 	if err := publishable(env, cfg, "release"); err != nil {
 		return fail(err)
 	}
-	assets, err := release.Plan(cfg.DistDir, sign)
+	plan, err := release.NewPlan(cfg.DistDir, sign)
 	if err != nil {
 		return fail(err)
+	}
+	defer plan.Close()
+	for _, ig := range plan.Ignored {
+		fmt.Fprintf(os.Stderr, "warning: not released: %s\n", ig)
 	}
 	owner, repo, _ := strings.Cut(env.GitHubRepo, "/")
 	r, err := release.New(release.Options{Owner: owner, Repo: repo, Tag: tag, BaseURL: env.GitHubAPI, UploadURL: env.GitHubUpload,
@@ -483,7 +576,7 @@ func Release(ctx context.Context, tag string) error {
 	if err != nil {
 		return fail(err)
 	}
-	out, err := r.Run(ctx, assets)
+	out, err := r.Run(ctx, plan.Assets)
 	if err != nil {
 		return fail(fmt.Errorf("release %s: %w", tag, err))
 	}
@@ -497,7 +590,28 @@ func Release(ctx context.Context, tag string) error {
 // both detectors see a canary's write here?
 func VerifyHost(ctx context.Context) error {
 	fmt.Printf("kernel: %s\n", verify.KernelRelease())
-	if p := verify.HostProblem(); p != "" {
+	env, err := settings.Read(os.Getenv)
+	if err != nil {
+		return fail(err)
+	}
+	hostP, vmP := verify.HostProblem(), vm.Problem(env.VMKernel)
+	docker := "no Docker engine answers"
+	if container.Available(ctx, run.Local{}, "") {
+		docker = "an engine answers (it uses this host's cgroup v1 hierarchy)"
+	}
+	fmt.Printf("NOKMEM_VERIFY_RUNTIME modes here:\n  host:   %s\n  docker: %s\n  vm:     %s\n", cmp.Or(hostP, "yes"), docker, cmp.Or(vmP, "yes (QEMU and a kernel found)"))
+	if p := hostP; p != "" && vmP == "" {
+		boot, err := env.VM(root()).SelfTest(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		for _, c := range boot.Result.SelfTest {
+			fmt.Printf("detector %-9s caught the canary in the VM: %v\n", c.Detector, c.Caught)
+		}
+		fmt.Printf("this host cannot verify natively (%s), but a VM can: kernel %s (%s), %s, %.1fs\n", p, boot.Result.Caps.Kernel, boot.Kernel.Path, boot.Accel, boot.Wall.Seconds())
+		return nil
+	}
+	if p := hostP; p != "" {
 		return fail(fmt.Errorf("the dynamic check cannot run here: %s (static checks still work; NOKMEM_ALLOW_STATIC_ONLY=1 accepts them alone)", p))
 	}
 	mount, _ := verify.MemoryMount()
@@ -523,6 +637,19 @@ func VerifyHost(ctx context.Context) error {
 		return fail(errors.New("a detector failed its self-test: verifications on this host would not be trusted"))
 	}
 	fmt.Println("this host can verify binaries dynamically")
+	return nil
+}
+
+// Doctor is the doctor targets: this machine's diagnosis, exiting with the
+// doctor's status (0 ok, 1 at risk, 2 leaking, 3 could not tell).
+func Doctor(asJSON bool) error {
+	var args []string
+	if asJSON {
+		args = append(args, "--json")
+	}
+	if code := doctor.Main(args, os.Stdout, stderr); code != doctor.ExitOK {
+		return mg.Fatal(code, fmt.Sprintf("nokmem doctor: exit status %d (docs/doctor.md)", code))
+	}
 	return nil
 }
 

@@ -1,0 +1,199 @@
+package verify
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// The ptrace detector does not stop the traced tree on every syscall: a
+// seccomp-bpf filter, installed in the traced process before it runs the
+// binary and inherited by everything it starts, returns SECCOMP_RET_TRACE
+// (a PTRACE_EVENT_SECCOMP stop) only for the syscalls below and lets every
+// other syscall run at full speed, as `strace --seccomp-bpf` does. Why the
+// list is complete: docs/verifier.md, "What the ptrace detector stops on".
+
+// callKind says what the tracer does at a traced syscall.
+type callKind int
+
+const (
+	// callOpen opens a file: the descriptor it returns is resolved at the
+	// syscall's exit, and counts if it names the kmem file with write access.
+	callOpen callKind = iota + 1
+	// callWrite writes through the descriptor in argument fdArg: resolved
+	// at entry, it counts if it names the kmem file, however it was opened
+	// (here, by a process outside the tree, passed over a socket, …).
+	callWrite
+	// callOpaque does file I/O the tracer cannot attribute to a descriptor
+	// it sees (io_uring, Linux AIO): a run that uses it is not a pass.
+	callOpaque
+)
+
+// tracedCall is one x86-64 syscall the filter stops on.
+type tracedCall struct {
+	nr    uint32
+	name  string
+	kind  callKind
+	fdArg int // callWrite: the argument holding the descriptor written to
+}
+
+// tracedCalls are the syscalls through which a process can open a file for
+// writing or write to one (x86-64 numbers).
+var tracedCalls = []tracedCall{
+	{unix.SYS_OPEN, "open", callOpen, 0},
+	{unix.SYS_CREAT, "creat", callOpen, 0},
+	{unix.SYS_OPENAT, "openat", callOpen, 0},
+	{unix.SYS_OPENAT2, "openat2", callOpen, 0},
+	{unix.SYS_OPEN_BY_HANDLE_AT, "open_by_handle_at", callOpen, 0},
+	{unix.SYS_WRITE, "write", callWrite, 0},
+	{unix.SYS_PWRITE64, "pwrite64", callWrite, 0},
+	{unix.SYS_WRITEV, "writev", callWrite, 0},
+	{unix.SYS_PWRITEV, "pwritev", callWrite, 0},
+	{unix.SYS_PWRITEV2, "pwritev2", callWrite, 0},
+	{unix.SYS_SENDFILE, "sendfile", callWrite, 0},
+	{unix.SYS_SPLICE, "splice", callWrite, 2},
+	{unix.SYS_COPY_FILE_RANGE, "copy_file_range", callWrite, 2},
+	{unix.SYS_IO_SETUP, "io_setup", callOpaque, 0},
+	{unix.SYS_IO_URING_SETUP, "io_uring_setup", callOpaque, 0},
+	{unix.SYS_IO_URING_ENTER, "io_uring_enter", callOpaque, 0},
+	{unix.SYS_IO_URING_REGISTER, "io_uring_register", callOpaque, 0},
+}
+
+func lookupCall(nr uint64) (tracedCall, bool) {
+	for _, c := range tracedCalls {
+		if uint64(c.nr) == nr {
+			return c, true
+		}
+	}
+	return tracedCall{}, false
+}
+
+// What the filter tells the tracer (SECCOMP_RET_DATA, read with
+// PTRACE_GETEVENTMSG): the ABI of the stopped syscall. The high byte is a
+// mark of ours: a stop whose data lacks it came from another filter that
+// also asked for a trace (a seccomp profile the binary installed itself).
+const (
+	seccompMark    = 0x6b00
+	seccompNative  = seccompMark | 1 // x86-64 syscall from tracedCalls
+	seccompCompat  = seccompMark | 2 // another architecture: i386 (int 0x80, sysenter)
+	seccompX32     = seccompMark | 3 // x32 ABI (nr | __X32_SYSCALL_BIT)
+	x32SyscallBit  = 0x40000000
+	seccompDataArc = 4 // offsetof(struct seccomp_data, arch)
+	seccompDataNr  = 0 // offsetof(struct seccomp_data, nr)
+)
+
+// seccompFilter is the BPF program: every syscall of another ABI than
+// x86-64 (a 32-bit int 0x80 open, an x32 open) is traced, so that none can
+// slip past the x86-64 numbers; of the x86-64 ones, tracedCalls.
+func seccompFilter() []bpf.Instruction {
+	trace := func(data uint32) bpf.Instruction {
+		return bpf.RetConstant{Val: unix.SECCOMP_RET_TRACE | data}
+	}
+	p := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: seccompDataArc, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.AUDIT_ARCH_X86_64, SkipTrue: 1},
+		trace(seccompCompat),
+		bpf.LoadAbsolute{Off: seccompDataNr, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpLessThan, Val: x32SyscallBit, SkipTrue: 1},
+		trace(seccompX32),
+	}
+	// One test per traced number, each jumping to the last instruction.
+	n := len(tracedCalls)
+	for i, c := range tracedCalls {
+		p = append(p, bpf.JumpIf{Cond: bpf.JumpEqual, Val: c.nr, SkipTrue: uint8(n - i)})
+	}
+	return append(p, bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW}, trace(seccompNative))
+}
+
+// launcherCode is the seccomp launcher: the first program the traced
+// process runs. It installs the filter that follows it in memory, then
+// replaces itself with the binary: launcher PATH ARGV0 ARGS... runs PATH
+// with ARGV0 ARGS... and the environment unchanged. Exit status 125: the
+// kernel refused the filter; 127: execve failed.
+//
+// The filter is installed with prctl(PR_SET_SECCOMP), which Linux has had
+// since 3.5 (seccomp(2) came with 3.17, after EL7's kernel), without
+// PR_SET_NO_NEW_PRIVS: the verifier runs as root, and no_new_privs would
+// change what the binary may do (setuid programs, file capabilities). No
+// filter flag is needed for the binary's own filters (runc installs the
+// container's seccomp profile) to stack on ours: filters always stack, and
+// the strictest action wins (an ERRNO of runc's filter over our TRACE).
+//
+//	_start: mov edi,22; mov esi,2; lea rdx,[rip+fprog]; xor r10d,r10d; xor r8d,r8d
+//	        mov eax,157; syscall                        // prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog)
+//	        test rax,rax; jnz refused
+//	        mov rdi,[rsp+16]; lea rsi,[rsp+24]          // argv[1], &argv[2]
+//	        mov rcx,[rsp]; lea rdx,[rsp+rcx*8+16]       // envp
+//	        mov eax,59; syscall                         // execve(argv[1], &argv[2], envp)
+//	        mov edi,127; jmp quit
+//	refused: mov edi,125
+//	quit:   mov eax,231; syscall                        // exit_group
+//	fprog:  struct sock_fprog, then the filter (appended by launcherELF)
+var launcherCode = []byte{
+	0xbf, 0x16, 0x00, 0x00, 0x00, 0xbe, 0x02, 0x00, 0x00, 0x00, 0x48, 0x8d,
+	0x15, 0x3f, 0x00, 0x00, 0x00, 0x45, 0x31, 0xd2, 0x45, 0x31, 0xc0, 0xb8,
+	0x9d, 0x00, 0x00, 0x00, 0x0f, 0x05, 0x48, 0x85, 0xc0, 0x75, 0x21, 0x48,
+	0x8b, 0x7c, 0x24, 0x10, 0x48, 0x8d, 0x74, 0x24, 0x18, 0x48, 0x8b, 0x0c,
+	0x24, 0x48, 0x8d, 0x54, 0xcc, 0x10, 0xb8, 0x3b, 0x00, 0x00, 0x00, 0x0f,
+	0x05, 0xbf, 0x7f, 0x00, 0x00, 0x00, 0xeb, 0x05, 0xbf, 0x7d, 0x00, 0x00,
+	0x00, 0xb8, 0xe7, 0x00, 0x00, 0x00, 0x0f, 0x05,
+}
+
+// tinyELFCode is the address where tinyELF loads the code: its fixed base
+// 0x400000 plus the ELF and program headers (a test holds it to tinyELF).
+const tinyELFCode = 0x400000 + 64 + 56
+
+// Exit statuses of the launcher itself (see launcherCode).
+const (
+	launcherRefused    = 125
+	launcherExecFailed = 127
+)
+
+// launcherELF is the launcher with its filter: code, struct sock_fprog
+// (16 bytes: length, padding, absolute address of the filter: the ELF is
+// loaded at its fixed address), then the filter's sock_filter entries.
+func launcherELF() ([]byte, error) {
+	raw, err := bpf.Assemble(seccompFilter())
+	if err != nil {
+		return nil, fmt.Errorf("assemble the seccomp filter: %w", err)
+	}
+	le := binary.LittleEndian
+	code := append([]byte(nil), launcherCode...)
+	fprog := make([]byte, 16)
+	le.PutUint16(fprog, uint16(len(raw)))
+	le.PutUint64(fprog[8:], tinyELFCode+uint64(len(code))+16)
+	code = append(code, fprog...)
+	for _, in := range raw {
+		var f [8]byte
+		le.PutUint16(f[0:], in.Op)
+		f[2], f[3] = in.Jt, in.Jf
+		le.PutUint32(f[4:], in.K)
+		code = append(code, f[:]...)
+	}
+	return tinyELF(code), nil
+}
+
+// procStatusField returns a field of /proc/<pid>/status ("" if absent).
+func procStatusField(pid int, name string) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// seccompFilterActive reports whether a process runs under a seccomp
+// filter (/proc/<pid>/status "Seccomp: 2", Linux 3.8+).
+func seccompFilterActive(pid int) bool {
+	return procStatusField(pid, "Seccomp") == strconv.Itoa(unix.SECCOMP_MODE_FILTER)
+}

@@ -1,0 +1,61 @@
+package vm
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nokmem/nokmem/internal/owner"
+)
+
+// buildPrefix names the directory /init is built in:
+// nokmem-vm-build-<owner>-<random> (internal/owner), removed before
+// BuildInit returns. Only a process killed during the build leaves one;
+// the next check removes it once its owner is gone. Nothing else the VM
+// mode makes is on disk.
+const buildPrefix = "nokmem-vm-build-"
+
+// reapBuildDirs removes the build directories in dir whose owner is
+// certainly gone, and returns them.
+func reapBuildDirs(dir string) []string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), buildPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		i := strings.LastIndexByte(rest, '-')
+		if i < 0 {
+			continue
+		}
+		id, ok := owner.Parse(rest[:i])
+		if !ok || id.Check() != owner.Gone {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if os.RemoveAll(p) == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
