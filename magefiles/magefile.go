@@ -14,7 +14,7 @@ import (
 // Build namespace: build:runc, build:kubelet.
 type Build mg.Namespace
 
-// Runc builds, verifies and publishes nokmem runc <version> to dist/runc/<version>/ (reads NOKMEM_RUNC_REPO, NOKMEM_CACHE, NOKMEM_DIST, NOKMEM_*_OVERLAY, NOKMEM_BUILD_MODE, NOKMEM_GO*, NOKMEM_TARGET, NOKMEM_ALLOW_STATIC_ONLY, NOKMEM_DYNAMIC). Exit status 0: built, or already built; 3: nothing to do (the release carries no kernel-memory code); 1: failed.
+// Runc builds, verifies and publishes nokmem runc <version> to dist/runc/<version>/ (reads NOKMEM_RUNC_REPO, NOKMEM_CACHE, NOKMEM_DIST, NOKMEM_*_OVERLAY, NOKMEM_BUILD_MODE, NOKMEM_GO*, NOKMEM_TARGET, NOKMEM_ALLOW_STATIC_ONLY, NOKMEM_DYNAMIC). Versions: v1.0.0-rc2, v1.0.0-rc3, v1.0.0-rc4, v1.0.0-rc5, v1.0.0-rc6, v1.0.0-rc7, v1.0.0-rc8, v1.0.0-rc9, v1.0.0-rc10, v1.0.0-rc90, v1.0.0-rc91, v1.0.0-rc92, v1.0.0-rc93 (matrix:list shows each one's treatment; rc94 and later need none). Exit status 0: built, or already built; 3: nothing to do (the release carries no kernel-memory code); 1: failed.
 func (Build) Runc(ctx context.Context, version string) error {
 	return targets.BuildRunc(ctx, version)
 }
@@ -40,7 +40,7 @@ func (Verify) Kubelet(ctx context.Context, version string) error {
 // Dist checks every artifact in NOKMEM_DIST, a dist/ tree or a downloaded release, as a consumer would: statement, digests, passed verification, signatures (reads NOKMEM_VERIFY_PUBKEY, NOKMEM_SIGNING_KEY).
 func (Verify) Dist(ctx context.Context) error { return targets.VerifyDist(ctx) }
 
-// Host checks that this machine can run the dynamic check (root, cgroup v1 memory hierarchy) and that both detectors catch a canary's write.
+// Host says which verifier runtimes this machine supports (host: root and a cgroup v1 memory hierarchy; docker; vm: QEMU and a kernel) and that both detectors catch a canary's write, here or in the VM (reads NOKMEM_VM_KERNEL).
 func (Verify) Host(ctx context.Context) error { return targets.VerifyHost(ctx) }
 
 // File verifies any binary of <kind> runc or kubelet at <path>, for instance the runc installed on a node, including whether it can start on NOKMEM_TARGET's nodes (reads NOKMEM_DYNAMIC, NOKMEM_ALLOW_STATIC_ONLY, NOKMEM_TARGET).
@@ -51,7 +51,7 @@ func (Verify) File(ctx context.Context, kind, path string) error {
 // Matrix namespace: matrix:list, matrix:json, matrix:pin.
 type Matrix mg.Namespace
 
-// List prints the runc matrix: version, commit, strategy, tags, Go era.
+// List prints the runc matrix (version, commit, strategy, tags, Go era) and the kubelet matrix (pinned or not, treatment expected, Go).
 func (Matrix) List() error { return targets.MatrixList() }
 
 // Json prints the build matrix as JSON for CI (releases that need a build).
@@ -101,7 +101,7 @@ func Test(ctx context.Context) error { return targets.Test(ctx) }
 // Bench runs the benchmarks (cache-hit latency and the static verifier).
 func Bench(ctx context.Context) error { return targets.Bench(ctx) }
 
-// Settings lists every NOKMEM_* environment setting with its default.
+// Settings lists every NOKMEM_* environment setting: the value in effect (secrets not shown), its default and its meaning.
 func Settings() { targets.PrintSettings() }
 
 // Clean removes what nokmem made in dist/ (artifacts, reports, packages, abandoned staging) and refuses, removing nothing, if it holds anything else; the cache is kept (remove NOKMEM_CACHE by hand).

@@ -33,3 +33,6 @@ func WatchCommand(ctx context.Context, cmd *exec.Cmd, mount, dir string, keep fu
 	w, err := watch(ctx, "test", cmd, DynamicOptions{}, mount, dir, keep, time.Now().Add(time.Minute), nil)
 	return Watched{Events: w.events, Untraced: w.untraced, Stops: w.stops, Finished: w.end.finished(), ExitCode: w.end.code, End: w.end.String()}, err
 }
+
+// TinyELF wraps x86-64 code in the verifier's minimal static ELF.
+func TinyELF(code []byte) []byte { return tinyELF(code) }

@@ -65,6 +65,7 @@ func fakeRuncBinary(t *testing.T, mode string) string {
 //	kernel-accepted  ignore a kernel-memory limit (as rc6 nokmem does)
 //	kernel-killed    SIGKILL itself when given a kernel-memory limit
 //	kernel-failed    fail with an unrelated error when given a kernel-memory limit
+//	io_uring         set up an io_uring (whose I/O the ptrace detector cannot see)
 //
 // "ok" refuses a kernel-memory limit as rc7+ nokmem builds do.
 const fakeRuncSource = `package main
@@ -80,6 +81,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 func main() { os.Exit(fakeRunc(os.Getenv("` + fakeRuncEnv + `"))) }
@@ -181,6 +183,12 @@ func probe(mode, cgroupsPath string) int {
 func run(mode, root, bundle, id string) int {
 	if mode == "no-cgroup" {
 		return 0
+	}
+	if mode == "io_uring" {
+		params := make([]byte, 120) // struct io_uring_params
+		if fd, _, e := syscall.Syscall(425, 1, uintptr(unsafe.Pointer(&params[0])), 0); e == 0 { // io_uring_setup
+			syscall.Close(int(fd))
+		}
 	}
 	var spec struct {
 		Process struct{ Args []string }

@@ -59,7 +59,19 @@ func TestJudgeRuncNeedsFinishedRunsThatCreatedTheirCgroup(t *testing.T) {
 		{"second run missing", func(r []RunResult) []RunResult { return r[:1] }, DynError, "1 run(s)"},
 		{"no runs", func(r []RunResult) []RunResult { return nil }, DynError, "0 run(s)"},
 		{"runs in the wrong order", func(r []RunResult) []RunResult { return []RunResult{r[1], r[0]} }, DynError, "needs a memory-limit run"},
+		{"memory-limit run used io_uring", func(r []RunResult) []RunResult {
+			r[0].UntracedIO = []string{"io_uring_setup (pid 7, runc)"}
+			return r
+		}, DynError, "cannot see through (io_uring_setup"},
+		{"refusing run made a 32-bit syscall", func(r []RunResult) []RunResult {
+			r[1].UntracedIO = []string{"32-bit syscall 5 (int 0x80) (pid 7, runc)"}
+			return r
+		}, DynError, "cannot see through"},
 		{"a write wins over everything", func(r []RunResult) []RunResult { r[1].Events = write; return r }, DynFail, "write(s)"},
+		{"a write wins over untraced I/O", func(r []RunResult) []RunResult {
+			r[0].Events, r[0].UntracedIO = write, []string{"io_setup (pid 7, runc)"}
+			return r
+		}, DynFail, "write(s)"},
 		{"a write in a killed run is still a write", func(r []RunResult) []RunResult {
 			r[0].Events, r[0].Finished, r[0].CgroupCreated = write, false, false
 			return r
@@ -87,6 +99,7 @@ func TestJudgeProbeNeedsAFinishedProbeThatCreatedItsCgroup(t *testing.T) {
 		{"cgroup never created", func(r *RunResult) { r.CgroupCreated = false }, DynError, "did not create its memory cgroup"},
 		{"probe killed", func(r *RunResult) { r.Finished, r.ExitCode, r.Signal = false, -1, "killed" }, DynError, "did not finish"},
 		{"probe failed", func(r *RunResult) { r.ExitCode = 2 }, DynError, "failed"},
+		{"probe used Linux AIO", func(r *RunResult) { r.UntracedIO = []string{"io_setup (pid 7, probe)"} }, DynError, "cannot see through"},
 		{"probe wrote", func(r *RunResult) {
 			r.Events = []Event{{Detector: "fanotify", Pid: 7, Syscall: "write", Path: KmemFile}}
 		}, DynFail, "write(s)"},

@@ -24,7 +24,7 @@ func TestPtraceRunRefusesCommandsExecWouldStillServe(t *testing.T) {
 	for name, cmd := range map[string]*exec.Cmd{"stdout buffer": withBuffer, "CommandContext": withContext, "stdin reader": withReader} {
 		t.Run(name, func(t *testing.T) {
 			ready := make(chan struct{})
-			_, err := ptraceRun(context.Background(), cmd, testLauncher(t), time.Now().Add(10*time.Second), ready)
+			_, err := ptraceRun(context.Background(), cmd, testLauncher(t), time.Now().Add(10*time.Second), ready, nil)
 			<-ready
 			if err == nil || cmd.Process != nil {
 				t.Fatalf("ptraceRun ran a command exec would still serve: err=%v", err)
@@ -43,7 +43,7 @@ func TestPtraceRunOutputIsCompleteOnReturn(t *testing.T) {
 	defer out.Close()
 	cmd := exec.Command("/bin/sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line$i; i=$((i+1)); done; (sleep 0.1; echo from-a-child) & wait")
 	cmd.Stdout, cmd.Stderr = out, out
-	got, err := ptraceRun(context.Background(), cmd, testLauncher(t), time.Now().Add(30*time.Second), make(chan struct{}))
+	got, err := ptraceRun(context.Background(), cmd, testLauncher(t), time.Now().Add(30*time.Second), make(chan struct{}), nil)
 	if err != nil || !got.end.finished() || got.end.code != 0 {
 		t.Fatalf("traced run: end=%s err=%v", got.end, err)
 	}

@@ -47,12 +47,18 @@ func watch(ctx context.Context, name string, cmd *exec.Cmd, opt DynamicOptions, 
 	}
 	ready := make(chan struct{})
 	done := make(chan struct{})
-	var traceErr error
+	var (
+		traceErr error
+		flush    func()
+	)
+	if fan != nil {
+		flush = fan.flush
+	}
 	endTraced := opt.tl.span(name + "/traced-run")
 	go func() {
 		defer close(done)
 		defer endTraced()
-		w.traceOutcome, traceErr = traceIfEnabled(ctx, cmd, opt, dir, deadline, ready)
+		w.traceOutcome, traceErr = traceIfEnabled(ctx, cmd, opt, dir, deadline, ready, flush)
 	}()
 	<-ready
 	if during != nil {
@@ -261,6 +267,9 @@ func runProbe(ctx context.Context, probe, mount string, opt DynamicOptions) (rr 
 
 func firstLine(s string) string {
 	s = strings.TrimSpace(s)
+	if s == "" {
+		return "it printed nothing" // never a reason ending in ": "
+	}
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		return s[:i]
 	}

@@ -36,6 +36,7 @@ func TestDynamicIncompleteRunIsNeverAPass(t *testing.T) {
 		{"hang", 3 * time.Second, verify.DynError, "did not finish"},
 		{"kernel-killed", 0, verify.DynError, "did not finish"},
 		{"kernel-failed", 0, verify.DynError, "other than refusing"},
+		{"io_uring", 0, verify.DynError, "cannot see through (io_uring_setup"},
 	}
 	for _, c := range cases {
 		t.Run(c.mode, func(t *testing.T) {

@@ -87,8 +87,8 @@ func startFan(mount string, opt DynamicOptions) (*fanWatch, error) {
 // either way a cancelled ctx or the deadline kills it, and a ctx cancelled
 // already starts nothing. The seccomp launcher
 // is written into dir (the run's own scratch directory). ready is closed
-// once the command has started.
-func traceIfEnabled(ctx context.Context, cmd *exec.Cmd, opt DynamicOptions, dir string, deadline time.Time, ready chan<- struct{}) (traceOutcome, error) {
+// once the command has started. beforeRemove: see ptraceRun.
+func traceIfEnabled(ctx context.Context, cmd *exec.Cmd, opt DynamicOptions, dir string, deadline time.Time, ready chan<- struct{}, beforeRemove func()) (traceOutcome, error) {
 	if ready == nil {
 		ready = make(chan struct{})
 	}
@@ -112,7 +112,7 @@ func traceIfEnabled(ctx context.Context, cmd *exec.Cmd, opt DynamicOptions, dir 
 		}
 		ch := make(chan res, 1)
 		go func() {
-			out, err := ptraceRun(ctx, cmd, launcher, deadline, ready)
+			out, err := ptraceRun(ctx, cmd, launcher, deadline, ready, beforeRemove)
 			ch <- res{out, err}
 		}()
 		r := <-ch

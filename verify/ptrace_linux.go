@@ -61,7 +61,8 @@ var seccompStopFirst = !kernelAtLeast(kernelRelease(), 4, 8)
 // otherwise. Descriptors are resolved through /proc/<tid>/fd, so the kmem
 // file is seen however its path was given (absolute, relative, relative to
 // a directory fd, through a symlink). ready is closed once the command has
-// started (or failed to).
+// started (or failed to). beforeRemove, if set, runs before a traced task
+// removes a directory (the fanotify detector's flush).
 //
 // When ctx is cancelled or the deadline passes, every traced task is
 // killed and end.cut says why: such a run did not finish. err is a failure
@@ -75,7 +76,7 @@ var seccompStopFirst = !kernelAtLeast(kernelRelease(), 4, 8)
 // for each traced task by its own id, never for "any child", so children
 // that other goroutines of this process started are left to them; SIGCHLD
 // wakes it when one of its tasks stops.
-func ptraceRun(ctx context.Context, cmd *exec.Cmd, launcher string, deadline time.Time, ready chan<- struct{}) (out traceOutcome, err error) {
+func ptraceRun(ctx context.Context, cmd *exec.Cmd, launcher string, deadline time.Time, ready chan<- struct{}, beforeRemove func()) (out traceOutcome, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := checkTraceable(cmd); err != nil {
@@ -247,6 +248,12 @@ func ptraceRun(ctx context.Context, cmd *exec.Cmd, launcher string, deadline tim
 						if p := fdPath(tid, int(int32(fd))); isKmem(p) {
 							record(tid, c.name, p)
 						}
+					}
+				} else if ok && c.kind == callRemove && beforeRemove != nil {
+					var regs unix.PtraceRegs
+					// rmdir, or unlinkat(dirfd, path, AT_REMOVEDIR)
+					if err := unix.PtraceGetRegs(tid, &regs); err == nil && (c.nr == unix.SYS_RMDIR || regs.Rdx&unix.AT_REMOVEDIR != 0) {
+						beforeRemove()
 					}
 				}
 				unix.PtraceCont(tid, 0)

@@ -32,6 +32,10 @@ const (
 	// callOpaque does file I/O the tracer cannot attribute to a descriptor
 	// it sees (io_uring, Linux AIO): a run that uses it is not a pass.
 	callOpaque
+	// callRemove may remove a directory (a cgroup): the fanotify detector
+	// reads its queue first, while the kernel can still open the files
+	// under it for the events (see fanWatch). Not a write.
+	callRemove
 )
 
 // tracedCall is one x86-64 syscall the filter stops on.
@@ -43,7 +47,8 @@ type tracedCall struct {
 }
 
 // tracedCalls are the syscalls through which a process can open a file for
-// writing or write to one (x86-64 numbers).
+// writing or write to one (x86-64 numbers), and those that remove a
+// directory.
 var tracedCalls = []tracedCall{
 	{unix.SYS_OPEN, "open", callOpen, 0},
 	{unix.SYS_CREAT, "creat", callOpen, 0},
@@ -62,6 +67,8 @@ var tracedCalls = []tracedCall{
 	{unix.SYS_IO_URING_SETUP, "io_uring_setup", callOpaque, 0},
 	{unix.SYS_IO_URING_ENTER, "io_uring_enter", callOpaque, 0},
 	{unix.SYS_IO_URING_REGISTER, "io_uring_register", callOpaque, 0},
+	{unix.SYS_RMDIR, "rmdir", callRemove, 0},
+	{unix.SYS_UNLINKAT, "unlinkat", callRemove, 0},
 }
 
 func lookupCall(nr uint64) (tracedCall, bool) {
@@ -111,29 +118,28 @@ func seccompFilter() []bpf.Instruction {
 }
 
 // launcherCode is the seccomp launcher: the first program the traced
-// process runs. It installs the filter that follows it in memory, then
+// process runs, assembled from launcherSource (a test assembles it again
+// and compares). It installs the filter that follows it in memory, then
 // replaces itself with the binary: launcher PATH ARGV0 ARGS... runs PATH
 // with ARGV0 ARGS... and the environment unchanged. Exit status 125: the
 // kernel refused the filter; 127: execve failed.
 //
+// A static program of a few instructions, rather than a re-executed Go
+// binary, because the filter must be installed between fork and exec,
+// where os/exec runs no code of ours: a Go program would need a hidden
+// entry point in every binary that links this package (tests, Mage, the
+// VM's init), and its runtime threads and syscalls would run before and
+// under the filter. This one needs nothing from the host and makes two
+// syscalls before the binary starts.
+//
 // The filter is installed with prctl(PR_SET_SECCOMP), which Linux has had
 // since 3.5 (seccomp(2) came with 3.17, after EL7's kernel), without
-// PR_SET_NO_NEW_PRIVS: the verifier runs as root, and no_new_privs would
-// change what the binary may do (setuid programs, file capabilities). No
-// filter flag is needed for the binary's own filters (runc installs the
-// container's seccomp profile) to stack on ours: filters always stack, and
-// the strictest action wins (an ERRNO of runc's filter over our TRACE).
-//
-//	_start: mov edi,22; mov esi,2; lea rdx,[rip+fprog]; xor r10d,r10d; xor r8d,r8d
-//	        mov eax,157; syscall                        // prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog)
-//	        test rax,rax; jnz refused
-//	        mov rdi,[rsp+16]; lea rsi,[rsp+24]          // argv[1], &argv[2]
-//	        mov rcx,[rsp]; lea rdx,[rsp+rcx*8+16]       // envp
-//	        mov eax,59; syscall                         // execve(argv[1], &argv[2], envp)
-//	        mov edi,127; jmp quit
-//	refused: mov edi,125
-//	quit:   mov eax,231; syscall                        // exit_group
-//	fprog:  struct sock_fprog, then the filter (appended by launcherELF)
+// PR_SET_NO_NEW_PRIVS: the verifier runs as root (CAP_SYS_ADMIN), and
+// no_new_privs would change what the binary may do (setuid programs, file
+// capabilities). No filter flag is needed for the binary's own filters
+// (runc installs a container's seccomp profile) to stack on ours: filters
+// always stack, and the strictest action wins (runc's ERRNO over our
+// TRACE: the syscall then does not happen).
 var launcherCode = []byte{
 	0xbf, 0x16, 0x00, 0x00, 0x00, 0xbe, 0x02, 0x00, 0x00, 0x00, 0x48, 0x8d,
 	0x15, 0x3f, 0x00, 0x00, 0x00, 0x45, 0x31, 0xd2, 0x45, 0x31, 0xc0, 0xb8,
@@ -147,6 +153,35 @@ var launcherCode = []byte{
 // tinyELFCode is the address where tinyELF loads the code: its fixed base
 // 0x400000 plus the ELF and program headers (a test holds it to tinyELF).
 const tinyELFCode = 0x400000 + 64 + 56
+
+// launcherSource is launcherCode's source (GNU as); the filter's struct
+// sock_fprog follows the last instruction, then the filter (launcherELF).
+const launcherSource = `.intel_syntax noprefix
+_start:
+	mov edi, 22                 # PR_SET_SECCOMP
+	mov esi, 2                  # SECCOMP_MODE_FILTER
+	lea rdx, [rip+fprog]
+	xor r10d, r10d
+	xor r8d, r8d
+	mov eax, 157                # prctl
+	syscall
+	test rax, rax
+	jnz refused
+	mov rdi, [rsp+16]           # argv[1]: the program
+	lea rsi, [rsp+24]           # &argv[2]: its argv, argv[0] first
+	mov rcx, [rsp]              # argc
+	lea rdx, [rsp+rcx*8+16]     # envp
+	mov eax, 59                 # execve
+	syscall
+	mov edi, 127
+	jmp quit
+refused:
+	mov edi, 125
+quit:
+	mov eax, 231                # exit_group
+	syscall
+fprog:
+`
 
 // Exit statuses of the launcher itself (see launcherCode).
 const (

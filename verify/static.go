@@ -35,6 +35,9 @@ type Signal struct {
 type StaticResult struct {
 	Verdict   Verdict  `json:"verdict"`
 	GoVersion string   `json:"goVersion,omitempty"`
+	// MainFile is the source file of main.main, which tells runc
+	// (…/runc/main.go) from kubelet (…/cmd/kubelet/…).
+	MainFile string `json:"mainFile,omitempty"`
 	Tags      string   `json:"tags,omitempty"`
 	Signals   []Signal `json:"signals"`
 	Reasons   []string `json:"reasons"`
@@ -71,6 +74,9 @@ func Static(path string) (*StaticResult, error) {
 	sig(Signal{Name: "string:kmem-disabled-error", Available: true, Value: fmt.Sprint(hasDisabled), Points: pick(hasDisabled, string(NoKmem))})
 
 	syms, symErr := fsSymbols(path)
+	if symErr == nil {
+		res.MainFile = syms.mainFile
+	}
 	if symErr != nil {
 		sig(Signal{Name: "symbols", Available: false, Value: symErr.Error()})
 	} else {
@@ -111,9 +117,13 @@ func Static(path string) (*StaticResult, error) {
 		if tagged {
 			res.Reasons = append(res.Reasons, "the build info lists the nokmem tag, but it did not take effect")
 		}
-	case hasDisabled || strings.HasSuffix(kmemFile, "/kmem_disabled.go"):
+	case (hasDisabled || strings.HasSuffix(kmemFile, "/kmem_disabled.go")) && fsPresent:
 		res.Verdict = NoKmem
 		res.Reasons = append(res.Reasons, "the disabled kmem variant is compiled in and no kmem-enabled evidence was found")
+	case hasDisabled:
+		// The message alone is one string any program can carry.
+		res.Verdict = Unknown
+		res.Reasons = append(res.Reasons, "the binary carries the kmem-disabled message but no libcontainer cgroupfs code; it is not a runc or kubelet that static checks can judge")
 	case fsPresent && tagged:
 		// rc6's kmem_disabled.go returns nil everywhere and inlines away.
 		res.Verdict = NoKmem
@@ -136,7 +146,8 @@ func pick(b bool, s string) string {
 }
 
 type symbols struct {
-	funcs map[string]string // short name in package fs → source file
+	funcs    map[string]string // short name in package fs → source file
+	mainFile string            // source file of main.main
 }
 
 // fsSymbols reads the Go symbol table (pclntab) for functions of any
@@ -163,6 +174,9 @@ func fsSymbols(path string) (*symbols, error) {
 	s := &symbols{funcs: map[string]string{}}
 	const marker = "libcontainer/cgroups/fs."
 	for _, fn := range tab.Funcs {
+		if fn.Name == "main.main" {
+			s.mainFile, _, _ = tab.PCToLine(fn.Entry)
+		}
 		i := strings.LastIndex(fn.Name, marker)
 		if i < 0 {
 			continue
@@ -172,4 +186,19 @@ func fsSymbols(path string) (*symbols, error) {
 		s.funcs[short] = file
 	}
 	return s, nil
+}
+
+// KindMismatch says why a binary is not of kind ("runc" or "kubelet"),
+// from where its main function was compiled; "" when nothing contradicts
+// the kind (binaries built outside a GOPATH or module path name nothing).
+func (s *StaticResult) KindMismatch(kind string) string {
+	isKubelet := strings.Contains(s.MainFile, "/cmd/kubelet/")
+	isRunc := strings.HasSuffix(s.MainFile, "opencontainers/runc/main.go")
+	switch {
+	case kind == "runc" && isKubelet:
+		return "this is a kubelet (main in " + s.MainFile + "), not a runc"
+	case kind == "kubelet" && isRunc:
+		return "this is a runc (main in " + s.MainFile + "), not a kubelet"
+	}
+	return ""
 }

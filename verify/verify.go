@@ -69,6 +69,11 @@ type Options struct {
 	// Target names the nodes the binary is for (see verify/target); empty
 	// skips the gate.
 	Target string
+	// SelfContained requires the binary to start in an empty root (what
+	// nokmem builds); without it a dynamic binary whose libraries and
+	// symbol versions the target has (a distribution's runc) passes the
+	// gate on the ELF reading, since no empty root can show it starting.
+	SelfContained bool
 	DynamicOptions
 }
 
@@ -95,6 +100,10 @@ func Verify(ctx context.Context, path string, opt Options) (*Report, error) {
 			"the dynamic check runs the kmem probe built from the same tree (kept beside an artifact built by nokmem)"}
 	}
 	r.decide(opt)
+	if why := st.KindMismatch(opt.Project); why != "" {
+		r.Passed, r.Verdict = false, Unknown
+		r.Reasons = append(r.Reasons, "verified as "+opt.Project+", but "+why)
+	}
 	if opt.Target != "" {
 		if err := r.ApplyTarget(ctx, path, opt); err != nil {
 			return nil, fmt.Errorf("verify: target %s: %w", opt.Target, err)
@@ -128,14 +137,20 @@ func (r *Report) ApplyTarget(ctx context.Context, path string, opt Options) erro
 			r.Reasons = append(r.Reasons, "target "+tg.Name+": "+p)
 		}
 	}
-	switch e := res.EmptyRoot; e.Status {
-	case target.EmptyRootOK:
-		r.Reasons = append(r.Reasons, "target "+tg.Name+": "+strings.Join(e.Args, " ")+" ran in an empty root directory (no libc, no /lib)")
-	case target.EmptyRootUnavailable:
+	run := strings.Join(res.EmptyRoot.Args, " ")
+	switch e := res.EmptyRoot; {
+	case e.Status == target.EmptyRootOK:
+		r.Reasons = append(r.Reasons, "target "+tg.Name+": "+run+" ran in an empty root directory (no libc, no /lib)")
+	case opt.SelfContained && res.Linkage != "static":
+		r.Passed = false
+		r.Reasons = append(r.Reasons, "target "+tg.Name+": the binary is dynamically linked ("+strings.Join(res.Needed, " ")+"); nokmem ships self-contained binaries, built static")
+	case e.Status == target.EmptyRootUnavailable:
 		r.Reasons = append(r.Reasons, "target "+tg.Name+": the empty-root run could not be made here ("+e.Error+"); the ELF reading stands alone")
+	case res.Linkage == "dynamic" && res.OK:
+		r.Reasons = append(r.Reasons, "target "+tg.Name+": dynamically linked, so "+run+" cannot start in an empty root (expected); the ELF reading decides: every library and glibc symbol version it needs is on "+tg.Name)
 	default:
 		r.Passed = false
-		r.Reasons = append(r.Reasons, "target "+tg.Name+": "+strings.Join(e.Args, " ")+" failed in an empty root directory: "+e.Error)
+		r.Reasons = append(r.Reasons, "target "+tg.Name+": "+run+" failed in an empty root directory: "+e.Error)
 	}
 	return nil
 }

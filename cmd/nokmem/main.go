@@ -4,9 +4,12 @@
 //
 //	nokmem verify [-json FILE] [-dynamic auto|require|off] [-allow-static-only] runc|kubelet BINARY
 //	nokmem runtime containerd|docker [--default | --remove] [--binary PATH] [--systemd-cgroup auto|true|false] [CONFIG]
+//	nokmem doctor [--root DIR] [--json] [--textfile DIR]
 //	nokmem version
 //
-// Exit status: 0 done, 1 failed (verify: the binary did not pass), 2 usage.
+// Exit status: 0 done, 1 failed (verify: the binary did not pass), 2 usage;
+// doctor has its own (docs/doctor.md): 0 ok, 1 at risk, 2 leaking, 3 could
+// not tell, 4 the doctor failed.
 package main
 
 import (
@@ -21,6 +24,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/nokmem/nokmem/internal/doctor"
 	"github.com/nokmem/nokmem/internal/runtimecfg"
 	"github.com/nokmem/nokmem/verify"
 )
@@ -33,6 +37,8 @@ const usage = `usage:
       (default /etc/containerd/config.toml), keeping every other setting
   nokmem runtime docker [--default | --remove] [--binary PATH] [CONFIG]
       register the runtime "nokmem" in dockerd's CONFIG (default /etc/docker/daemon.json)
+  nokmem doctor [--root DIR] [--json] [--textfile DIR]
+      is this node leaking, at risk, is the fix in place? (read-only; docs/doctor.md)
   nokmem version
 `
 
@@ -61,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	case "runtime":
 		err = runtimeCmd(args[1:], stdout, stderr)
+	case "doctor":
+		return doctor.Main(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, Version())
 	case "help", "-h", "--help":

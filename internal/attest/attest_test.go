@@ -28,6 +28,9 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 
 var finished = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 
+// goDigest stands for the sha256 of the go binary of the build machine.
+var goDigest = map[string]string{"sha256": strings.Repeat("7e", 32)}
+
 // testKey writes an armored private key and returns its path.
 func testKey(t *testing.T, name string) string {
 	t.Helper()
@@ -105,7 +108,7 @@ func artifactWith(t *testing.T, root string, k Keys, edit func(*dist.Provenance)
 	write(t, dir, dist.ReportFile, string(rep)+"\n", 0o644)
 	b, _ := json.MarshalIndent(prov, "", "  ")
 	write(t, dir, dist.ProvenanceFile, string(b)+"\n", 0o644)
-	st, err := render(dir, prov, finished)
+	st, err := renderFacts(dir, prov, facts{finished: finished, goDigest: goDigest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,11 +416,14 @@ func TestWhatABuildMayReplace(t *testing.T) {
 	if _, err = CheckDir(moved, Expect{Project: "runc", Version: "v1.0.0-rc8"}); err == nil || !strings.Contains(err.Error(), "not runc v1.0.0-rc8") || Replaceable(err) {
 		t.Errorf("renamed: %v", err)
 	}
-	// No statement (an older nokmem, or something else): replaceable,
-	// unless its binary contradicts its provenance.json.
+	// No statement (an older nokmem, or its statement was removed): kept
+	// as evidence, never replaced, and modified when its binary
+	// contradicts its provenance.json.
 	os.Remove(filepath.Join(moved, dist.StatementFile))
-	if _, err = CheckDir(moved, Expect{}); !errors.Is(err, ErrNoStatement) || !Replaceable(err) {
-		t.Errorf("legacy: %v", err)
+	dist.WriteSums(moved)
+	if _, err = CheckDir(moved, Expect{}); !errors.Is(err, ErrNoStatement) || Replaceable(err) ||
+		!strings.Contains(err.Error(), "made by an older nokmem, or tampered") {
+		t.Errorf("no statement: %v (replaceable %v)", err, Replaceable(err))
 	}
 	write(t, moved, "runc", "ELF?", 0o755)
 	dist.WriteSums(moved)
@@ -535,5 +541,150 @@ func TestCheckTree(t *testing.T) {
 	cancel()
 	if tree, err := CheckTree(ctx, root, k.PublicKey); err == nil {
 		t.Errorf("a cancelled check passed: %+v", tree)
+	}
+}
+
+// editStatement rewrites dir's statement through edit (on its JSON) and
+// regenerates SHA256SUMS, as a hostile editor would.
+func editStatement(t *testing.T, dir string, edit func(st map[string]any)) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, dist.StatementFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	edit(st)
+	out, _ := json.MarshalIndent(st, "", "  ")
+	write(t, dir, dist.StatementFile, string(out)+"\n", 0o644)
+	if err := dist.WriteSums(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// m walks a decoded JSON document: m(st, "predicate", "buildDefinition").
+func m(v any, path ...any) map[string]any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			v = v.(map[string]any)[k]
+		case int:
+			v = v.([]any)[k]
+		}
+	}
+	return v.(map[string]any)
+}
+
+// Without a key, the statement must be exactly what provenance.json (which
+// it pins by digest) gives: an edit of any field of one without the other
+// is found, named, and not replaceable.
+func TestStatementEditedWithoutItsProvenanceIsFound(t *testing.T) {
+	for _, tc := range []struct {
+		name, field string
+		edit        func(st map[string]any)
+	}{
+		{"repository", "externalParameters.repository", func(st map[string]any) {
+			m(st, "predicate", "buildDefinition", "externalParameters")["repository"] = "https://evil.example/runc.git"
+		}},
+		{"source commit", "resolvedDependencies[0].digest.gitCommit", func(st map[string]any) {
+			m(st, "predicate", "buildDefinition", "resolvedDependencies", 0, "digest")["gitCommit"] = strings.Repeat("e", 40)
+		}},
+		{"target", "externalParameters.target", func(st map[string]any) {
+			m(st, "predicate", "buildDefinition", "externalParameters")["target"] = "el9"
+		}},
+		{"build tags", "internalParameters.build.tags", func(st map[string]any) {
+			m(st, "predicate", "buildDefinition", "internalParameters", "build")["tags"] = []any{"seccomp"}
+		}},
+		{"builder id", "builder.id", func(st map[string]any) {
+			m(st, "predicate", "runDetails", "builder")["id"] = "https://evil.example/builder"
+		}},
+		{"verification annotation", "byproducts[1].annotations.notes", func(st map[string]any) {
+			m(st, "predicate", "runDetails", "byproducts", 1, "annotations")["notes"] = []any{"all good"}
+		}},
+		{"added field", "internalParameters.extra", func(st map[string]any) {
+			m(st, "predicate", "buildDefinition", "internalParameters")["extra"] = "x"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := artifact(t, t.TempDir(), Keys{})
+			editStatement(t, dir, tc.edit)
+			_, err := CheckDir(dir, Expect{Project: "runc", Version: "v1.0.0-rc9", InputKey: strings.Repeat("ab", 32)})
+			var ni *NotIntactError
+			if !errors.As(err, &ni) || Replaceable(err) || !strings.Contains(err.Error(), "is not what provenance.json gives") ||
+				!strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("edit of %s: %v", tc.field, err)
+			}
+		})
+	}
+	// What provenance.json cannot hold is the statement's own: when it was
+	// written. And a statement an earlier nokmem wrote (toolchains without
+	// uri) is still exact.
+	dir := artifact(t, t.TempDir(), Keys{})
+	editStatement(t, dir, func(st map[string]any) {
+		m(st, "predicate", "runDetails", "metadata")["finishedOn"] = "2027-01-01T00:00:00Z"
+		for _, d := range m(st, "predicate", "buildDefinition")["resolvedDependencies"].([]any) {
+			if name := d.(map[string]any)["name"].(string); strings.HasPrefix(name, "toolchain:") {
+				delete(d.(map[string]any), "uri")
+				delete(d.(map[string]any), "digest")
+			}
+		}
+	})
+	if _, err := CheckDir(dir, Expect{Project: "runc", Version: "v1.0.0-rc9"}); err != nil {
+		t.Errorf("finishedOn, earlier format: %v", err)
+	}
+}
+
+// Every resolved dependency has a uri or a digest, as the in-toto
+// ResourceDescriptor spec requires; the go binary is pinned by sha256.
+func TestToolchainDescriptorsNameWhatTheyAre(t *testing.T) {
+	dir := artifact(t, t.TempDir(), Keys{})
+	b, _ := os.ReadFile(filepath.Join(dir, dist.StatementFile))
+	_, pred, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := map[string]*ita.ResourceDescriptor{}
+	for _, d := range pred.GetBuildDefinition().GetResolvedDependencies() {
+		if d.GetUri() == "" && len(d.GetDigest()) == 0 && len(d.GetContent()) == 0 {
+			t.Errorf("%s has no uri, digest or content", d.GetName())
+		}
+		deps[d.GetName()] = d
+	}
+	if d := deps["toolchain:go"]; d.GetUri() != "pkg:golang/golang.org/toolchain@v0.0.1-go1.12.17.linux-amd64" || d.GetDigest()["sha256"] != goDigest["sha256"] {
+		t.Errorf("toolchain:go %v", d)
+	}
+	if d := deps["toolchain:cgo"]; d.GetUri() != "pkg:generic/gcc@12.2.0" {
+		t.Errorf("toolchain:cgo %v", d)
+	}
+	for _, tc := range []struct {
+		b    dist.BuildInfo
+		want string
+	}{
+		{dist.BuildInfo{GoUsed: "go1.22.2", GoSource: "host"}, "pkg:generic/go@1.22.2"},
+		{dist.BuildInfo{GoUsed: "go1.15.15", GoSource: "go1.15.15"}, "pkg:golang/golang.org/toolchain@v0.0.1-go1.15.15.linux-amd64"},
+		{dist.BuildInfo{GoUsed: "go1.12", Image: "golang:1.12"}, "pkg:docker/golang@1.12"},
+		{dist.BuildInfo{GoUsed: "go1.12", Image: "k8s.gcr.io/kube-cross:v1.12.17-1"}, "pkg:docker/kube-cross@v1.12.17-1?repository_url=k8s.gcr.io"},
+	} {
+		if got := GoURI(tc.b); got != tc.want {
+			t.Errorf("GoURI(%+v) = %s, want %s", tc.b, got, tc.want)
+		}
+	}
+	if got := CgoURI(build.CgoInfo{CC: "gcc (Debian 12.2.0-14) 12.2.0"}); got != "pkg:generic/gcc@12.2.0" {
+		t.Errorf("CgoURI = %s", got)
+	}
+
+	// A host build's go binary is read where the statement is written.
+	gobin := filepath.Join(t.TempDir(), "go")
+	write(t, filepath.Dir(gobin), "go", "go binary", 0o755)
+	prov := provenance(dist.SHA256Hex([]byte("ELF!")))
+	prov.Build.Args = []string{gobin, "build"}
+	if d := goBinaryDigest(prov); d["sha256"] != dist.SHA256Hex([]byte("go binary")) {
+		t.Errorf("go binary digest %v", d)
+	}
+	prov.Build.Mode = "container"
+	if d := goBinaryDigest(prov); d != nil {
+		t.Errorf("container build: go binary digest %v", d)
 	}
 }

@@ -1,12 +1,14 @@
 package attest
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -52,7 +54,7 @@ type Artifact struct {
 var ErrAbsent = errors.New("no artifact")
 
 // ErrNoStatement: the directory has no statement (made by a nokmem that
-// predates statements, or not by nokmem).
+// predates statements, or its statement was removed).
 var ErrNoStatement = errors.New("no " + dist.StatementFile)
 
 // ErrUnsigned: a public key is configured but the statement is not signed.
@@ -124,19 +126,13 @@ func (e *StaleError) Error() string {
 }
 
 // Replaceable reports whether an error of CheckDir allows a build to
-// replace the directory: it is absent, intact but built from other inputs,
-// or has no statement at all while its binary still matches its
-// provenance.json. Anything else is evidence and is kept.
+// replace the directory: it is absent, or intact but built from other
+// inputs. Anything else is evidence and is kept, a directory without a
+// statement too: removing the statement must not be a way to have a
+// tampered directory replaced, and so its evidence destroyed.
 func Replaceable(err error) bool {
 	var stale *StaleError
-	var ni *NotIntactError
-	switch {
-	case errors.Is(err, ErrAbsent), errors.As(err, &stale):
-		return true
-	case errors.As(err, &ni):
-		return len(ni.Problems) == 1 && errors.Is(ni.Problems[0], ErrNoStatement)
-	}
-	return false
+	return errors.Is(err, ErrAbsent) || errors.As(err, &stale)
 }
 
 // location maps the names a statement uses to local files.
@@ -156,10 +152,10 @@ type location struct {
 // SLSA Provenance v1 predicate of nokmem's build type; its signature
 // verifies when want.PublicKey is set; the binary has the subject's
 // sha256 and every other file the sha256 the statement pins; nothing else
-// is in the directory; SHA256SUMS matches; provenance.json agrees with the
-// statement; and the verification passed. Only then is want.InputKey
-// compared. The error is ErrAbsent (wrapped), a *NotIntactError or a
-// *StaleError.
+// is in the directory; SHA256SUMS matches; the statement is exactly what
+// attest writes from provenance.json (exact); and the verification passed.
+// Only then is want.InputKey compared. The error is ErrAbsent (wrapped), a
+// *NotIntactError (a directory without a statement too) or a *StaleError.
 func CheckDir(dir string, want Expect) (*Artifact, error) {
 	st, err := os.Stat(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -200,10 +196,11 @@ func CheckDir(dir string, want Expect) (*Artifact, error) {
 	return nil, &NotIntactError{Dir: dir, Problems: odd}
 }
 
-// legacy judges a directory without a statement: replaceable, unless its
-// binary contradicts the provenance.json beside it.
+// legacy judges a directory without a statement: not intact (made by an
+// older nokmem, or tampered), and modified when its binary contradicts the
+// provenance.json beside it.
 func legacy(dir string) error {
-	problems := []error{fmt.Errorf("%w (made by an older nokmem, or not by nokmem)", ErrNoStatement)}
+	problems := []error{fmt.Errorf("%w (made by an older nokmem, or tampered: its statement was removed)", ErrNoStatement)}
 	var prov dist.Provenance
 	if dist.ReadJSON(dir, dist.ProvenanceFile, &prov) == nil && prov.Output.File != "" && prov.Output.SHA256 != "" &&
 		!strings.ContainsAny(prov.Output.File, `/\`) {
@@ -363,6 +360,10 @@ func check(loc location, want Expect) (*Artifact, error) {
 				prov.Output.File != subject.GetName() || prov.Output.SHA256 != subject.GetDigest()["sha256"]:
 				bad("%s disagrees with the statement (%s %s %s sha256 %s, input key %.12s…)", p,
 					prov.Project, prov.Version, prov.Output.File, prov.Output.SHA256, prov.InputKey)
+			default:
+				if err := exact(raw, pred, &prov); err != nil {
+					bad("%s: %w", loc.statement, err)
+				}
 			}
 		}
 	}
@@ -393,4 +394,126 @@ func readJSON(path string, v any) error {
 		return err
 	}
 	return json.Unmarshal(b, v)
+}
+
+// exact requires the statement raw to be what attest writes from prov, the
+// provenance.json it pins, field by field. Only what provenance.json
+// cannot hold is taken from the statement itself: the byproducts' digests
+// (each checked against its file), when it was written (finishedOn) and
+// the go binary's digest. Any other edit of the statement without the
+// same edit of provenance.json (whose digest the statement pins) is
+// found here; an edit of both, consistent, needs the signature to be
+// found.
+func exact(raw []byte, pred *slsa.Provenance, prov *dist.Provenance) error {
+	var files []named
+	for _, rd := range pred.GetRunDetails().GetByproducts() {
+		files = append(files, named{name: rd.GetName(), sha256: rd.GetDigest()["sha256"]})
+	}
+	f := facts{finished: pred.GetRunDetails().GetMetadata().GetFinishedOn().AsTime()}
+	for _, rd := range pred.GetBuildDefinition().GetResolvedDependencies() {
+		if d := rd.GetDigest(); rd.GetName() == "toolchain:go" && len(d) == 1 && isSHA256(d["sha256"]) {
+			f.goDigest = map[string]string{"sha256": d["sha256"]}
+		}
+	}
+	got, err := canonical(raw)
+	if err != nil {
+		return err
+	}
+	var diffs []string
+	for _, form := range []format{formatCurrent, formatNoToolchainRefs} {
+		b, err := compose(prov, files, f, form)
+		if err != nil {
+			return fmt.Errorf("cannot be regenerated from %s: %w", dist.ProvenanceFile, err)
+		}
+		want, err := canonical(b)
+		if err != nil {
+			return err
+		}
+		d := differences("", got, want)
+		if len(d) == 0 {
+			return nil
+		}
+		if diffs == nil {
+			diffs = d
+		}
+	}
+	const most = 5
+	more := ""
+	if len(diffs) > most {
+		more = fmt.Sprintf("; and %d more", len(diffs)-most)
+		diffs = diffs[:most]
+	}
+	return fmt.Errorf("is not what %s gives (%s%s): the statement was edited", dist.ProvenanceFile, strings.Join(diffs, "; "), more)
+}
+
+func isSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return true
+}
+
+// canonical decodes JSON into maps, slices and values, so that two
+// documents compare by content, not by layout.
+func canonical(b []byte) (any, error) {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// differences lists where got differs from want, by JSON path.
+func differences(path string, got, want any) []string {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			break
+		}
+		var out []string
+		for _, k := range slices.Sorted(maps.Keys(w)) {
+			if _, ok := g[k]; !ok {
+				out = append(out, fmt.Sprintf("%s: missing, %s from %s", strings.TrimPrefix(path+"."+k, "."), short(w[k]), dist.ProvenanceFile))
+				continue
+			}
+			out = append(out, differences(path+"."+k, g[k], w[k])...)
+		}
+		for _, k := range slices.Sorted(maps.Keys(g)) {
+			if _, ok := w[k]; !ok {
+				out = append(out, fmt.Sprintf("%s: %s, not in what %s gives", strings.TrimPrefix(path+"."+k, "."), short(g[k]), dist.ProvenanceFile))
+			}
+		}
+		return out
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			break
+		}
+		var out []string
+		for i := range w {
+			out = append(out, differences(fmt.Sprintf("%s[%d]", path, i), g[i], w[i])...)
+		}
+		return out
+	default:
+		if reflect.DeepEqual(got, want) {
+			return nil
+		}
+	}
+	return []string{fmt.Sprintf("%s: %s in the statement, %s from %s", strings.TrimPrefix(path, "."), short(got), short(want), dist.ProvenanceFile)}
+}
+
+func short(v any) string {
+	b, _ := json.Marshal(v)
+	if len(b) > 80 {
+		return string(b[:77]) + "..."
+	}
+	return string(b)
 }

@@ -22,8 +22,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +36,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/nokmem/nokmem/internal/build"
 	"github.com/nokmem/nokmem/internal/dist"
 )
 
@@ -77,7 +81,23 @@ func Statement(dir string, prov *dist.Provenance, finished time.Time) ([]byte, e
 	return render(dir, prov, finished)
 }
 
+// facts are what a statement records that provenance.json cannot: when it
+// was written, and the sha256 of the go binary that compiled the artifact
+// (read on the build machine). CheckDir takes them from the statement;
+// everything else must be what provenance.json gives.
+type facts struct {
+	finished time.Time
+	goDigest map[string]string // nil: not known
+}
+
+// named is one file of the artifact directory, by sha256.
+type named struct{ name, sha256 string }
+
 func render(dir string, prov *dist.Provenance, finished time.Time) ([]byte, error) {
+	return renderFacts(dir, prov, facts{finished: finished, goDigest: goBinaryDigest(prov)})
+}
+
+func renderFacts(dir string, prov *dist.Provenance, f facts) ([]byte, error) {
 	bin := prov.Output.File
 	sum, err := dist.FileSHA256(filepath.Join(dir, bin))
 	if err != nil {
@@ -86,11 +106,38 @@ func render(dir string, prov *dist.Provenance, finished time.Time) ([]byte, erro
 	if sum != prov.Output.SHA256 {
 		return nil, fmt.Errorf("statement for %s %s: %s has sha256 %s, the provenance records %s", prov.Project, prov.Version, bin, sum, prov.Output.SHA256)
 	}
-	byproducts, err := byproducts(dir, prov)
+	files, err := byproductFiles(dir, prov)
 	if err != nil {
 		return nil, err
 	}
-	deps, err := resolvedDependencies(prov)
+	return compose(prov, files, f, formatCurrent)
+}
+
+// format is a version of what nokmem writes into a statement, so that a
+// statement an earlier nokmem wrote is still recognised as exact.
+type format int
+
+const (
+	// formatCurrent: toolchain descriptors carry a uri (and the go
+	// binary's digest when known), as the ResourceDescriptor spec asks.
+	formatCurrent format = iota
+	// formatNoToolchainRefs: what nokmem wrote before, toolchain
+	// descriptors with annotations only.
+	formatNoToolchainRefs
+)
+
+// compose builds the statement of prov from the digests of its files
+// (files: every byproduct; the subject is prov.Output) and facts: the one
+// function both Write and CheckDir use, so that a statement can be
+// compared field by field with what its provenance.json gives.
+func compose(prov *dist.Provenance, files []named, f facts, form format) ([]byte, error) {
+	bin, sum := prov.Output.File, prov.Output.SHA256
+	byproducts, err := byproducts(prov, files)
+	if err != nil {
+		return nil, err
+	}
+	finished := f.finished
+	deps, err := resolvedDependencies(prov, f, form)
 	if err != nil {
 		return nil, err
 	}
@@ -171,12 +218,14 @@ func own(name string) bool {
 	return name == dist.SumsFile || name == dist.StatementFile || name == dist.SignatureFile
 }
 
-func byproducts(dir string, prov *dist.Provenance) ([]*ita.ResourceDescriptor, error) {
+// byproductFiles hashes every regular file of dir that is a byproduct:
+// all but the binary and the statement's own files.
+func byproductFiles(dir string, prov *dist.Provenance) ([]named, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	var out []*ita.ResourceDescriptor
+	var out []named
 	for _, e := range entries {
 		name := e.Name()
 		if name == prov.Output.File || own(name) {
@@ -189,7 +238,21 @@ func byproducts(dir string, prov *dist.Provenance) ([]*ita.ResourceDescriptor, e
 		if err != nil {
 			return nil, err
 		}
-		rd := &ita.ResourceDescriptor{Name: name, Digest: map[string]string{"sha256": sum}}
+		out = append(out, named{name: name, sha256: sum})
+	}
+	return out, nil
+}
+
+// byproducts describes files (sorted by name, as a directory lists them),
+// the verification report and provenance.json annotated from prov.
+func byproducts(prov *dist.Provenance, files []named) ([]*ita.ResourceDescriptor, error) {
+	files = slices.Clone(files)
+	slices.SortFunc(files, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	var out []*ita.ResourceDescriptor
+	var err error
+	for _, file := range files {
+		name := file.name
+		rd := &ita.ResourceDescriptor{Name: name, Digest: map[string]string{"sha256": file.sha256}}
 		switch name {
 		case dist.ReportFile:
 			rd.MediaType = "application/json"
@@ -211,7 +274,7 @@ func byproducts(dir string, prov *dist.Provenance) ([]*ita.ResourceDescriptor, e
 		out = append(out, rd)
 	}
 	if !hasName(out, dist.ProvenanceFile) || !hasName(out, dist.ReportFile) {
-		return nil, fmt.Errorf("statement for %s %s: write %s and %s into %s first", prov.Project, prov.Version, dist.ProvenanceFile, dist.ReportFile, dir)
+		return nil, fmt.Errorf("statement for %s %s: write %s and %s into the artifact directory first", prov.Project, prov.Version, dist.ProvenanceFile, dist.ReportFile)
 	}
 	return out, nil
 }
@@ -226,8 +289,10 @@ func hasName(rds []*ita.ResourceDescriptor, name string) bool {
 }
 
 // resolvedDependencies: the upstream source at its commit, each patch by
-// sha256, and the Go toolchain.
-func resolvedDependencies(prov *dist.Provenance) ([]*ita.ResourceDescriptor, error) {
+// sha256, and the Go toolchain (and the C one when cgo was used), each
+// named by a uri (a package URL) as the ResourceDescriptor spec asks, the
+// go binary also by digest when it was known.
+func resolvedDependencies(prov *dist.Provenance, f facts, form format) ([]*ita.ResourceDescriptor, error) {
 	src := &ita.ResourceDescriptor{Name: "source", Uri: SourceURI(prov.Source.URL, prov.Source.Tag)}
 	if len(prov.Source.Commit) == 40 {
 		src.Digest = map[string]string{"gitCommit": prov.Source.Commit}
@@ -249,18 +314,97 @@ func resolvedDependencies(prov *dist.Provenance) ([]*ita.ResourceDescriptor, err
 		tc["image"] = prov.Build.Image
 	}
 	goRD := &ita.ResourceDescriptor{Name: "toolchain:go"}
+	if form == formatCurrent {
+		goRD.Uri = GoURI(prov.Build)
+		goRD.Digest = f.goDigest
+	}
 	if goRD.Annotations, err = toStruct(tc); err != nil {
 		return nil, err
 	}
 	deps = append(deps, goRD)
 	if cgo := prov.Build.Cgo; cgo.CC != "" || cgo.Libseccomp != "" {
 		rd := &ita.ResourceDescriptor{Name: "toolchain:cgo"}
+		if form == formatCurrent {
+			rd.Uri = CgoURI(cgo)
+		}
 		if rd.Annotations, err = toStruct(cgo); err != nil {
 			return nil, err
 		}
 		deps = append(deps, rd)
 	}
 	return deps, nil
+}
+
+// GoURI names the Go toolchain of a build as a package URL: the
+// golang.org/toolchain module the go command downloads
+// (pkg:golang/golang.org/toolchain@v0.0.1-go1.12.17.linux-amd64) when it
+// came through the module proxy (era or an exact version), the image's
+// (pkg:docker/golang@1.12) in container mode, and the Go release
+// (pkg:generic/go@1.22.2) for a host Go, whose bytes only its digest pins.
+func GoURI(b dist.BuildInfo) string {
+	v := strings.TrimPrefix(b.GoUsed, "go")
+	switch {
+	case b.Image != "":
+		return dockerPURL(b.Image)
+	case b.GoSource != "" && b.GoSource != "host":
+		return "pkg:golang/golang.org/toolchain@" + url.PathEscape("v0.0.1-"+b.GoUsed+".linux-amd64")
+	}
+	return "pkg:generic/go@" + url.PathEscape(v)
+}
+
+// CgoURI names the C toolchain of a cgo build as a package URL: the
+// compiler `cc --version` named ("gcc (Debian 12.2.0-14) 12.2.0" →
+// pkg:generic/gcc@12.2.0), else libseccomp.
+func CgoURI(c build.CgoInfo) string {
+	if f := strings.Fields(c.CC); len(f) > 0 {
+		name := strings.ToLower(f[0])
+		if v := f[len(f)-1]; len(f) > 1 && v[0] >= '0' && v[0] <= '9' {
+			return "pkg:generic/" + url.PathEscape(name) + "@" + url.PathEscape(v)
+		}
+		return "pkg:generic/" + url.PathEscape(name)
+	}
+	return "pkg:generic/libseccomp@" + url.PathEscape(c.Libseccomp)
+}
+
+// dockerPURL is the package URL of an image reference:
+// k8s.gcr.io/kube-cross:v1.12 → pkg:docker/kube-cross@v1.12?repository_url=k8s.gcr.io.
+func dockerPURL(image string) string {
+	name, version := image, ""
+	if i := strings.Index(name, "@"); i >= 0 {
+		name, version = name[:i], name[i+1:]
+	} else if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+		name, version = name[:i], name[i+1:]
+	}
+	registry := ""
+	if first, rest, ok := strings.Cut(name, "/"); ok && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		registry, name = first, rest
+	}
+	out := "pkg:docker/" + name
+	if version != "" {
+		out += "@" + url.PathEscape(version)
+	}
+	if registry != "" {
+		out += "?repository_url=" + url.QueryEscape(registry)
+	}
+	return out
+}
+
+// goBinaryDigest is the sha256 of the go binary a host build ran
+// (prov.Build.Args[0], looked up in PATH as the build did); nil when it
+// cannot be read, or the build ran in a container.
+func goBinaryDigest(prov *dist.Provenance) map[string]string {
+	if prov.Build.Mode != "host" || len(prov.Build.Args) == 0 {
+		return nil
+	}
+	bin, err := exec.LookPath(prov.Build.Args[0])
+	if err != nil {
+		return nil
+	}
+	sum, err := dist.FileSHA256(bin)
+	if err != nil {
+		return nil
+	}
+	return map[string]string{"sha256": sum}
 }
 
 // builder is this toolkit, at the revision that made the artifact.

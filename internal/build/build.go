@@ -52,6 +52,10 @@ type Request struct {
 	Static *Static
 	// GOAMD64 is the x86-64 level to compile for (v1 unless a target allows more).
 	GOAMD64 string
+	// GOCACHE, if set, is the Go build cache to use: one per toolchain and
+	// C toolchain, because Go before 1.16 does not key cgo objects on the
+	// flags pkg-config returns, and would reuse stale ones.
+	GOCACHE string
 }
 
 // Static is a release's `make static`: extra tags, and an -installsuffix
@@ -152,6 +156,9 @@ func Args(r *Request) ([]string, map[string]string, error) {
 		"GOPATH":            r.GOPATH,
 	}
 	maps.Copy(env, cgoDefaults)
+	if r.GOCACHE != "" {
+		env["GOCACHE"] = r.GOCACHE
+	}
 	maps.Copy(env, r.Toolchain.Env())
 	args := []string{"build"}
 	switch r.Layout {

@@ -222,9 +222,11 @@ func TestBaseEnvKeepsOnlyLocationsNotBuildInputs(t *testing.T) {
 
 func TestCheckCgoDeps(t *testing.T) {
 	f := &fakeRunner{out: map[string]string{"gcc --version": "gcc (Debian 12.2.0-14) 12.2.0\nCopyright", "pkg-config --modversion libseccomp": "2.5.4\n",
-		"pkg-config --variable=libdir libseccomp": t.TempDir() + "\n"}}
+		"pkg-config --variable=libdir libseccomp": t.TempDir() + "\n",
+		// A .pc file on PKG_CONFIG_PATH can add compiler flags: recorded.
+		"pkg-config --cflags --libs --static libseccomp": "-march=x86-64-v3  -lseccomp\n"}}
 	info, err := CheckCgoDeps(context.Background(), f, []string{"seccomp", "nokmem"}, false)
-	if err != nil || info.CC != "gcc (Debian 12.2.0-14) 12.2.0" || info.Libseccomp != "2.5.4" {
+	if err != nil || info.CC != "gcc (Debian 12.2.0-14) 12.2.0" || info.Libseccomp != "2.5.4" || info.PkgConfig != "-march=x86-64-v3 -lseccomp" {
 		t.Fatalf("%+v %v", info, err)
 	}
 	// A static build needs libseccomp.a, which the fake libdir lacks.

@@ -291,6 +291,9 @@ type CgoInfo struct {
 	Libseccomp string `json:"libseccomp,omitempty"`
 	// LibseccompStatic is the archive linked into a static binary.
 	LibseccompStatic string `json:"libseccompStatic,omitempty"`
+	// PkgConfig is what pkg-config tells cgo for libseccomp (a .pc file
+	// found through PKG_CONFIG_PATH may add compiler flags).
+	PkgConfig string `json:"pkgConfig,omitempty"`
 }
 
 // CheckCgoDeps makes sure the C libraries the tags need are installed
@@ -314,6 +317,9 @@ func CheckCgoDeps(ctx context.Context, r run.Runner, tags []string, static bool)
 			"or build in container mode (NOKMEM_BUILD_MODE=container)")
 	}
 	info.Libseccomp = strings.TrimSpace(lastLine(out))
+	if out, err := r.Run(ctx, run.Cmd{Args: []string{"pkg-config", "--cflags", "--libs", "--static", "libseccomp"}}); err == nil {
+		info.PkgConfig = strings.Join(strings.Fields(string(out)), " ")
+	}
 	if static {
 		out, err := r.Run(ctx, run.Cmd{Args: []string{"pkg-config", "--variable=libdir", "libseccomp"}})
 		lib := filepath.Join(strings.TrimSpace(lastLine(out)), "libseccomp.a")

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -13,35 +14,100 @@ import (
 var versionDir = regexp.MustCompile(`^v[0-9][0-9A-Za-z.+~-]*$`)
 
 // made lists, for each top-level directory nokmem writes into dist/, what
-// may be in it.
-var made = map[string]func(e os.DirEntry, dir string) bool{
+// may be in it: what it returns is not nokmem's (nil: all is).
+var made = map[string]func(e os.DirEntry, dir string) []string{
 	// Artifact directories, each published with its SHA256SUMS.
-	"runc":    artifactDir,
-	"kubelet": artifactDir,
+	"runc":    artifactDir("runc"),
+	"kubelet": artifactDir("kubelet", "kmem-probe"),
 	// The node tool that passed its gate (internal/nodetools).
-	"tools": artifactDir,
+	"tools": artifactDir("nokmem", "gate.json"),
 	// verify:* reports (and one being renamed into place).
-	"reports": func(e os.DirEntry, _ string) bool {
-		return e.Type().IsRegular() && (strings.HasSuffix(e.Name(), ".verify.json") || strings.HasSuffix(e.Name(), ".verify.json.tmp"))
-	},
+	"reports": regular(func(n string) bool {
+		return strings.HasSuffix(n, ".verify.json") || strings.HasSuffix(n, ".verify.json.tmp")
+	}),
 	// SBOMs of released artifacts (internal/release), and one being written.
-	"sbom": func(e os.DirEntry, _ string) bool {
-		n := e.Name()
-		return e.Type().IsRegular() && (strings.HasSuffix(n, ".sbom.cdx.json") || strings.HasPrefix(n, ".tmp-"))
-	},
+	"sbom": regular(func(n string) bool { return strings.HasSuffix(n, ".sbom.cdx.json") || strings.HasPrefix(n, ".tmp-") }),
 	// Packages, and a package being written.
-	"packages": func(e os.DirEntry, _ string) bool {
-		n := e.Name()
-		return e.Type().IsRegular() && (strings.HasSuffix(n, ".rpm") || strings.HasSuffix(n, ".deb") || strings.HasPrefix(n, ".pkg-"))
-	},
+	"packages": regular(func(n string) bool {
+		return strings.HasSuffix(n, ".rpm") || strings.HasSuffix(n, ".deb") || strings.HasPrefix(n, ".pkg-")
+	}),
 }
 
-func artifactDir(e os.DirEntry, dir string) bool {
-	if !e.IsDir() || !versionDir.MatchString(e.Name()) {
-		return false
+// regular accepts a regular file whose name ok accepts.
+func regular(ok func(name string) bool) func(e os.DirEntry, dir string) []string {
+	return func(e os.DirEntry, dir string) []string {
+		if e.Type().IsRegular() && ok(e.Name()) {
+			return nil
+		}
+		return []string{filepath.Join(dir, e.Name())}
 	}
-	st, err := os.Lstat(filepath.Join(dir, e.Name(), SumsFile))
-	return err == nil && st.Mode().IsRegular()
+}
+
+// artifactDir accepts a release-named directory holding only what nokmem
+// publishes there (the named binaries, the provenance, statement and
+// signature, the report, an SBOM, SHA256SUMS) and a SHA256SUMS, as nokmem
+// writes it, that lists every one of them. Clean removes whole artifact
+// directories, so a file somebody put into one must stop it, not go with
+// it. The digests are not checked: a modified artifact is nokmem's to
+// remove (the refusal of a tampered artifact says to clean it).
+func artifactDir(binaries ...string) func(e os.DirEntry, dir string) []string {
+	return func(e os.DirEntry, dir string) []string {
+		p := filepath.Join(dir, e.Name())
+		if !e.IsDir() || !versionDir.MatchString(e.Name()) {
+			return []string{p}
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return []string{fmt.Sprintf("%s (%v)", p, err)}
+		}
+		var foreign []string
+		for _, f := range entries {
+			n := f.Name()
+			switch {
+			case !f.Type().IsRegular():
+				foreign = append(foreign, filepath.Join(p, n))
+			case n == SumsFile || n == ProvenanceFile || n == ReportFile || n == StatementFile || n == SignatureFile ||
+				strings.HasSuffix(n, ".cdx.json") || slices.Contains(binaries, n):
+			default:
+				foreign = append(foreign, filepath.Join(p, n))
+			}
+		}
+		if len(foreign) > 0 {
+			return foreign
+		}
+		if why := nokmemSums(p, entries); why != "" {
+			return []string{fmt.Sprintf("%s (%s)", filepath.Join(p, SumsFile), why)}
+		}
+		return nil
+	}
+}
+
+// nokmemSums says why dir's SHA256SUMS is not one nokmem wrote over
+// entries ("" when it is): missing, a line that is not "<sha256>  <name>",
+// or a file of dir it does not list.
+func nokmemSums(dir string, entries []os.DirEntry) string {
+	b, err := os.ReadFile(filepath.Join(dir, SumsFile))
+	if err != nil {
+		return "no " + SumsFile + ": not a published artifact"
+	}
+	listed := map[string]bool{}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(b) == 0 || string(b) == "\n" {
+		lines = nil
+	}
+	for i, line := range lines {
+		sum, name, ok := strings.Cut(line, "  ")
+		if !ok || len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" || name == "" || strings.ContainsAny(name, `/\`) {
+			return fmt.Sprintf("line %d is not \"<sha256>  <file>\": not a SHA256SUMS nokmem wrote", i+1)
+		}
+		listed[name] = true
+	}
+	for _, e := range entries {
+		if n := e.Name(); n != SumsFile && !listed[n] {
+			return fmt.Sprintf("it does not list %s: not a SHA256SUMS nokmem wrote", n)
+		}
+	}
+	return ""
 }
 
 // Clean removes what nokmem made in the output directory root, and root
@@ -50,7 +116,9 @@ func artifactDir(e os.DirEntry, dir string) bool {
 // that layout; anything else (a file, a directory nokmem does not make, a
 // symbolic link, a live build's staging directory) makes it remove nothing
 // and say what it found, so that NOKMEM_DIST pointing at the wrong
-// directory cannot lose anyone's files. It returns what it removed.
+// directory cannot lose anyone's files. Artifact directories are looked
+// into too: only nokmem's files, listed by a SHA256SUMS. It returns what
+// it removed.
 func Clean(root string) ([]string, error) {
 	if strings.TrimSpace(root) == "" {
 		return nil, errors.New("NOKMEM_DIST is empty: refusing to clean")
@@ -90,9 +158,7 @@ func Clean(root string) ([]string, error) {
 			return nil, err
 		}
 		for _, s := range sub {
-			if !ok(s, p) {
-				foreign = append(foreign, filepath.Join(p, s.Name()))
-			}
+			foreign = append(foreign, ok(s, p)...)
 		}
 	}
 	if len(foreign) > 0 {
@@ -132,4 +198,23 @@ func Clean(root string) ([]string, error) {
 		return removed, err
 	}
 	return append(removed, root), nil
+}
+
+// StagingDirs lists the staging directories in root: builds running into
+// it, or abandoned ones (CleanStale removes those whose owner is gone).
+func StagingDirs(root string) ([]string, error) {
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), stagingPrefix) {
+			out = append(out, filepath.Join(root, e.Name()))
+		}
+	}
+	return out, nil
 }

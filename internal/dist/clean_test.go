@@ -14,13 +14,19 @@ import (
 // package, and a staging directory abandoned long ago.
 func layout(t *testing.T, root string) {
 	t.Helper()
-	for _, f := range []string{"runc/v1.0.0-rc9/runc", "runc/v1.0.0-rc9/" + SumsFile, "kubelet/v1.13.12/kubelet", "kubelet/v1.13.12/" + SumsFile,
+	for _, f := range []string{"runc/v1.0.0-rc9/runc", "runc/v1.0.0-rc9/" + ProvenanceFile, "runc/v1.0.0-rc9/" + StatementFile,
+		"runc/v1.0.0-rc9/" + SignatureFile, "runc/v1.0.0-rc9/" + ReportFile, "kubelet/v1.13.12/kubelet", "kubelet/v1.13.12/kmem-probe",
 		"reports/runc-v1.0.0-rc9.verify.json", "packages/runc-nokmem-1.0.0~rc9-1.nokmem.x86_64.rpm", ".staging-runc-v1.0.0-rc5-123/runc"} {
 		p := filepath.Join(root, f)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(p, []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"runc/v1.0.0-rc9", "kubelet/v1.13.12"} {
+		if err := WriteSums(filepath.Join(root, d)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -67,6 +73,8 @@ func TestCleanRemovesNothingThatNokmemDidNotMake(t *testing.T) {
 		name, path string
 		named      string // what the message names, when not path
 		symlink    bool
+		also       map[string]string // more files to write first
+		unlisted   bool              // rewrite SHA256SUMS without path
 	}{
 		{name: "a file at the top", path: "notes.txt"},
 		{name: "a directory nokmem does not make", path: "src/main.go", named: "src"},
@@ -75,12 +83,38 @@ func TestCleanRemovesNothingThatNokmemDidNotMake(t *testing.T) {
 		{name: "a document among the packages", path: "packages/plan.odt"},
 		{name: "a report that is not one", path: "reports/notes.txt"},
 		{name: "a symbolic link in place of a directory", path: "kubelet", symlink: true},
+		// Inside an artifact directory: only nokmem's files, listed by a
+		// SHA256SUMS nokmem wrote.
+		{name: "a file inside an artifact", path: "runc/v1.0.0-rc9/mine.txt"},
+		{name: "a directory inside an artifact", path: "runc/v1.0.0-rc9/sub/deeper/file", named: "runc/v1.0.0-rc9/sub"},
+		{name: "a symbolic link inside an artifact", path: "runc/v1.0.0-rc9/runc", symlink: true},
+		{name: "a garbage SHA256SUMS beside somebody's data", path: "runc/v9.9.9/mydata.tar", named: "runc/v9.9.9/mydata.tar",
+			also: map[string]string{"runc/v9.9.9/" + SumsFile: "garbage\n"}},
+		{name: "a garbage SHA256SUMS", path: "runc/v9.9.9/" + SumsFile, named: "runc/v9.9.9/" + SumsFile + " (line 1"},
+		{name: "a nokmem file SHA256SUMS does not list", path: "runc/v1.0.0-rc9/" + ReportFile, unlisted: true,
+			named: "runc/v1.0.0-rc9/" + SumsFile + " (it does not list " + ReportFile},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := filepath.Join(t.TempDir(), "home")
 			layout(t, root)
 			p := filepath.Join(root, tc.path)
-			if tc.symlink {
+			for f, content := range tc.also {
+				os.MkdirAll(filepath.Dir(filepath.Join(root, f)), 0o755)
+				if err := os.WriteFile(filepath.Join(root, f), []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.unlisted {
+				sums := filepath.Join(filepath.Dir(p), SumsFile)
+				b, _ := os.ReadFile(sums)
+				var keep []string
+				for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+					if !strings.HasSuffix(l, "  "+filepath.Base(p)) {
+						keep = append(keep, l)
+					}
+				}
+				os.WriteFile(sums, []byte(strings.Join(keep, "\n")+"\n"), 0o644)
+			} else if tc.symlink {
 				os.RemoveAll(p)
 				if err := os.Symlink(t.TempDir(), p); err != nil {
 					t.Fatal(err)

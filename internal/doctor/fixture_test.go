@@ -1,7 +1,9 @@
 package doctor
 
 import (
+	"bytes"
 	"fmt"
+	"github.com/nokmem/nokmem/verify"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -20,8 +22,10 @@ var (
 	fixedBoot = fixedNow.Add(-10 * 24 * time.Hour)
 )
 
-// The byte signatures verify.Static reads (verify/static.go): fixture
-// binaries carry them, so the real static verifier judges them.
+// The byte signatures verify.Static reads (verify/static.go). The fixture
+// binaries are not ELF files, and the real verifier rightly calls a file
+// with one string and no libcontainer code unknown, so the fixtures judge
+// them through the Static seam by the same signatures (fixtureStatic).
 const (
 	kmemEnabledBinary = "\x7fFAKE runc: memory.kmem.limit_in_bytes because either tasks have already joined this cgroup or it has children\n"
 	nokmemBinary      = "\x7fFAKE runc: kernel memory accounting disabled in this runc build\n"
@@ -80,7 +84,7 @@ func (f *fixture) readFile(p string) ([]byte, error) {
 }
 
 func (f *fixture) options() Options {
-	return Options{Root: f.root, ReadFile: f.readFile, Now: func() time.Time { return fixedNow }, Location: time.UTC}
+	return Options{Root: f.root, ReadFile: f.readFile, Now: func() time.Time { return fixedNow }, Location: time.UTC, Static: fixtureStatic}
 }
 
 // kernel writes the kernel release, command line, boot time and host name.
@@ -284,4 +288,22 @@ func v2Node(t *testing.T) *fixture {
 	f.binary("/usr/bin/runc", kmemEnabledBinary)
 	f.binary("/usr/bin/kubelet", nokmemBinary)
 	return f
+}
+
+// fixtureStatic is the static verifier's decision on the fixtures' fake
+// binaries, by the signatures they carry (the verifier's own rules for
+// real ELF files are tested in package verify).
+func fixtureStatic(path string) (*verify.StaticResult, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	v := verify.Unknown
+	switch {
+	case bytes.Contains(b, []byte(verify.KmemFile)):
+		v = verify.KmemEnabled
+	case bytes.Contains(b, []byte("kernel memory accounting disabled in this runc build")):
+		v = verify.NoKmem
+	}
+	return &verify.StaticResult{Verdict: v, Reasons: []string{"fixture signature"}}, nil
 }

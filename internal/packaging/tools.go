@@ -79,6 +79,14 @@ nokmem runtime docker [--default | --remove] [--binary PATH] [CONFIG]
     they stay in the backup. The runc-nokmem package's
     /usr/share/runc-nokmem/README covers switching and rolling back.
 
+nokmem doctor [--root DIR] [--json] [--textfile DIR]
+    Read-only: is this node exposed to the kmem leak, is kmem accounting on
+    and where, is the node leaking (memory cgroup count, kernel log), and is
+    the fix in place (which runc and kubelet run, their cgroup driver, and
+    their static verdict). --json for Ansible/SSH, --textfile for
+    node_exporter's textfile collector. Exit status 0 ok, 1 at risk,
+    2 leaking, 3 could not tell, 4 the doctor failed.
+
 nokmem version
     The nokmem commit this binary was built from.
 

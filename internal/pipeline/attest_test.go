@@ -184,9 +184,10 @@ func TestTamperedArtifactIsNeverACacheHit(t *testing.T) {
 	}
 }
 
-// What a build may make anew: an artifact built from other inputs, or one
-// a nokmem without statements made. Without a key configured, a signed
-// artifact is still a hit (the signature is not required).
+// What a build may make anew: an artifact built from other inputs, and
+// nothing else (a directory without a statement is refused). Without a key
+// configured, a signed artifact is still a hit (the signature is not
+// required).
 func TestCacheRebuildsOnlyWhatItMay(t *testing.T) {
 	r := repo(t)
 	c := newConfig(t, r)
@@ -199,6 +200,19 @@ func TestCacheRebuildsOnlyWhatItMay(t *testing.T) {
 	dist.ReadJSON(first.Dir, dist.ProvenanceFile, &prov)
 	if res, err := c.checkCache("runc", "v1.0.0-rc9", strings.Repeat("0", 64)); res != nil || err != nil {
 		t.Errorf("other inputs: %+v %v", res, err)
+	}
+	// workTree asks before and after the lock: the reason is said once.
+	var log bytes.Buffer
+	logged := *c
+	logged.Log = &log
+	hit := logged.cacheCheck("runc", "v1.0.0-rc9", strings.Repeat("0", 64))
+	for range 2 {
+		if res, err := hit(); res != nil || err != nil {
+			t.Errorf("other inputs: %+v %v", res, err)
+		}
+	}
+	if n := strings.Count(log.String(), "it will be rebuilt"); n != 1 {
+		t.Errorf("said %d times:\n%s", n, log.String())
 	}
 	unsigned := *c
 	unsigned.Signing = attest.Keys{}
@@ -213,11 +227,15 @@ func TestCacheRebuildsOnlyWhatItMay(t *testing.T) {
 	os.Remove(filepath.Join(first.Dir, dist.StatementFile))
 	os.Remove(filepath.Join(first.Dir, dist.SignatureFile))
 	dist.WriteSums(first.Dir)
-	if res, err := c.checkCache("runc", "v1.0.0-rc9", prov.InputKey); res != nil || err != nil {
+	// Without its statement (an older nokmem, or removed to have a
+	// tampered directory replaced): refused like any other, kept.
+	res, err := c.checkCache("runc", "v1.0.0-rc9", prov.InputKey)
+	if res != nil || !errors.As(err, new(*RefusedError)) || !strings.Contains(err.Error(), "made by an older nokmem, or tampered") ||
+		!strings.Contains(err.Error(), "look at it, then remove it") {
 		t.Errorf("no statement: %+v %v", res, err)
 	}
-	if err := c.mayReplace("runc", "v1.0.0-rc9"); err != nil {
-		t.Errorf("no statement: %v", err)
+	if err := c.mayReplace("runc", "v1.0.0-rc9"); !errors.As(err, new(*RefusedError)) {
+		t.Errorf("no statement may be replaced: %v", err)
 	}
 }
 

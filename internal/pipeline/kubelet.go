@@ -129,28 +129,38 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 	var applied []dist.PatchInfo
 	if id.Patch != nil {
 		p := id.Patch
-		c.logf("kubelet %s: applying %s under %s", version, p.Name, kube.VendorPrefix)
-		if err := p.Apply(tree, kube.VendorPrefix, patches.KnownBases(p.Target)); err != nil {
-			return nil, fmt.Errorf("patch: %w", err)
+		done := c.step("treat", fmt.Sprintf("kubelet %s: %s under %s", version, p.Name, kube.VendorPrefix))
+		err := p.Apply(tree, kube.VendorPrefix, patches.KnownBases(p.Target))
+		if err != nil {
+			err = fmt.Errorf("patch: %w", err)
+		} else if treeCommit, err = f.Commit(ctx, co, "nokmem: "+p.Name+" under "+kube.VendorPrefix); err != nil {
+			err = fmt.Errorf("commit patched tree: %w", err)
+		}
+		done(err)
+		if err != nil {
+			return nil, err
 		}
 		applied = append(applied, dist.PatchInfo{Name: p.Name, SHA256: p.SHA256, Target: kube.VendorPrefix + "/" + p.Target, BaseSHA256: p.BaseSHA256, ResultSHA256: p.ResultSHA256})
-		if treeCommit, err = f.Commit(ctx, co, "nokmem: "+p.Name+" under "+kube.VendorPrefix); err != nil {
-			return nil, fmt.Errorf("commit patched tree: %w", err)
-		}
+	} else {
+		c.step("treat", fmt.Sprintf("kubelet %s: -tags=nokmem in GOFLAGS, nothing to patch", version))(nil)
 	}
 	tags := []string{}
 	if id.Strategy == kube.StrategyTag {
 		tags = []string{"nokmem"}
 	}
+	doneCheck := c.step("source check", fmt.Sprintf("kubelet %s: nothing under %s can write %s", version, kube.FSDir, verify.KmemFile))
 	srcCheck, err := srccheck.Check(filepath.Join(tree, filepath.FromSlash(kube.FSDir)), tags)
+	if err == nil && !srcCheck.OK() {
+		err = fmt.Errorf("the nokmem treatment did not take effect: %w", srcCheck)
+	}
+	doneCheck(err)
 	if err != nil {
 		return nil, err
 	}
-	if !srcCheck.OK() {
-		return nil, fmt.Errorf("the nokmem treatment did not take effect: %w", srcCheck)
-	}
 
+	doneTC := c.step("toolchain", fmt.Sprintf("kubelet %s: the release's Go, read from the tree", version))
 	goVer, goFrom, tc, scripts, err := c.kubeletGo(ctx, version, rel.Go, tree, pre)
+	doneTC(err)
 	if err != nil {
 		return nil, err
 	}
@@ -171,9 +181,10 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 		}
 	}()
 	env := build.KubeletEnv(req)
-	c.logf("kubelet %s: make all WHAT=cmd/kubelet with %s (GOFLAGS=%q)", version, tc.Version, env["GOFLAGS"])
-	b := &build.Builder{Runner: c.Runner}
+	doneBuild := c.step("build", fmt.Sprintf("kubelet %s: make all WHAT=cmd/kubelet with %s (GOFLAGS=%q)", version, tc.Version, env["GOFLAGS"]))
+	b := &build.Builder{Runner: c.streaming()}
 	br, out, err := b.BuildKubelet(ctx, req)
+	doneBuild(err)
 	if err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
@@ -205,8 +216,10 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 		c.logf("WARNING: kubelet %s: the binary names its work tree %d times (%v), so builds in another NOKMEM_CACHE differ. %s",
 			version, paths.Total, paths.Count, reproNote(tc.Version))
 	}
-	c.logf("kubelet %s: building the kmem probe (%s libcontainer API)", version, id.APIStyle)
-	if err := b.BuildProbe(ctx, req, id.APIStyle, st.Path(ProbeFile)); err != nil {
+	doneProbe := c.step("build probe", fmt.Sprintf("kubelet %s: the kmem probe (%s libcontainer API)", version, id.APIStyle))
+	err = b.BuildProbe(ctx, req, id.APIStyle, st.Path(ProbeFile))
+	doneProbe(err)
+	if err != nil {
 		return nil, err
 	}
 	prov := &dist.Provenance{
@@ -220,7 +233,7 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 			"treeAfterMake": after, "buildScripts": scripts, "embeddedPaths": paths},
 	}
 	return c.verifyAndPublish(ctx, st, prov, "kubelet",
-		verify.Options{Project: "kubelet", AllowStaticOnly: c.AllowStaticOnly, Probe: st.Path(ProbeFile), Dynamic: c.dynamic(), Target: tgt.Name}, &published)
+		verify.Options{Project: "kubelet", AllowStaticOnly: c.AllowStaticOnly, Probe: st.Path(ProbeFile), Dynamic: c.dynamic(), Target: tgt.Name, SelfContained: true}, &published)
 }
 
 // kubeletGo decides the Go of the build from the tree and checks it

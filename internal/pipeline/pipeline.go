@@ -19,6 +19,7 @@ import (
 	"github.com/nokmem/nokmem/internal/attest"
 	"github.com/nokmem/nokmem/internal/build"
 	"github.com/nokmem/nokmem/internal/dist"
+	"github.com/nokmem/nokmem/internal/progress"
 	"github.com/nokmem/nokmem/internal/run"
 	"github.com/nokmem/nokmem/matrix"
 	"github.com/nokmem/nokmem/verify"
@@ -65,6 +66,9 @@ type Config struct {
 	Signing  attest.Keys
 	Runner   run.Runner
 	Verifier Verifier
+	// Progress reports the steps and notes (internal/progress); nil: plain
+	// lines to Log, if set.
+	Progress progress.Reporter
 	Log      io.Writer
 }
 
@@ -87,7 +91,9 @@ type Result struct {
 	Binary   string
 	SHA256   string
 	CacheHit bool
-	Report   *verify.Report
+	// Signer is who signed a cache hit's statement ("" unsigned).
+	Signer string
+	Report *verify.Report
 }
 
 // UserError is a problem with the user's input or environment, with a
@@ -112,9 +118,7 @@ func (e *VerificationError) Error() string {
 }
 
 func (c *Config) logf(format string, a ...any) {
-	if c.Log != nil {
-		fmt.Fprintf(c.Log, format+"\n", a...)
-	}
+	c.reporter().Printf(format, a...)
 }
 
 // loadRelease parses version, loads the matrix and finds the entry.
@@ -128,12 +132,29 @@ func (c *Config) loadRelease(project, version string) (matrix.Release, error) {
 	}
 	rel, ok := m.Lookup(version)
 	if !ok {
-		return matrix.Release{}, &UserError{Msg: fmt.Sprintf("%s %s is not in the matrix (%s). Supported: %s. Releases that need no nokmem build: %s. To build a fork or another revision, add it to an overlay matrix (NOKMEM_MATRIX_OVERLAY).",
-			project, version, filepath.Join(c.MatrixDir, project+".yaml"),
-			strings.Join(append(m.Tags(matrix.StrategyPatch), m.Tags(matrix.StrategyTag)...), ", "),
-			strings.Join(m.Tags(matrix.StrategyNone), ", "))}
+		return matrix.Release{}, &UserError{Msg: notInMatrix(m, project, version, filepath.Join(c.MatrixDir, project+".yaml"))}
 	}
 	return rel, nil
+}
+
+// notInMatrix says what the matrix does hold: every entry, by what it is
+// expected to need (kubelet entries without an expectation are decided by
+// the vendored content when built).
+func notInMatrix(m *matrix.Matrix, project, version, file string) string {
+	msg := fmt.Sprintf("%s %s is not in the matrix (%s). Supported: %s. Releases that need no nokmem build: %s.",
+		project, version, file,
+		strings.Join(append(m.Tags(matrix.StrategyPatch), m.Tags(matrix.StrategyTag)...), ", "),
+		strings.Join(m.Tags(matrix.StrategyNone), ", "))
+	var byContent []string
+	for _, r := range m.Releases {
+		if r.Strategy == "" {
+			byContent = append(byContent, r.Version)
+		}
+	}
+	if len(byContent) > 0 {
+		msg += fmt.Sprintf(" Decided by the vendored content when built: %s.", strings.Join(byContent, ", "))
+	}
+	return msg + " To build a fork or another revision, add it to an overlay matrix (NOKMEM_MATRIX_OVERLAY)."
 }
 
 // inputKey hashes every input that decides the artifact's bytes and its
@@ -149,10 +170,11 @@ func inputKey(parts ...any) string {
 
 // cacheHit checks dir against what a build would make: the artifact when
 // it is intact (statement, signature, digests) and was built from the
-// inputs want.InputKey; nil when a build may make it anew (absent, built
-// from other inputs, or older than statements); and a *RefusedError when
-// dir is not what nokmem published: a build neither reuses nor replaces it.
-func (c *Config) cacheHit(dir string, want attest.Expect) (*attest.Artifact, error) {
+// inputs want.InputKey; nil when a build may make it anew (absent, or
+// built from other inputs, which note is told); and a *RefusedError when
+// dir is not what nokmem published (modified, without a statement, signed
+// by another key): a build neither reuses nor replaces it.
+func (c *Config) cacheHit(dir string, want attest.Expect, note func(format string, a ...any)) (*attest.Artifact, error) {
 	want.PublicKey = c.Signing.PublicKey
 	art, err := attest.CheckDir(dir, want)
 	switch {
@@ -161,7 +183,7 @@ func (c *Config) cacheHit(dir string, want attest.Expect) (*attest.Artifact, err
 	case errors.Is(err, attest.ErrAbsent):
 		return nil, nil
 	case attest.Replaceable(err):
-		c.logf("%s %s: %v: it will be rebuilt", want.Project, want.Version, err)
+		note("%s %s: %v: it will be rebuilt", want.Project, want.Version, err)
 		return nil, nil
 	}
 	return nil, &RefusedError{Dir: dir, Err: err}
@@ -185,17 +207,18 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 // cache hit, with the binary's digest re-hashed), nil when the build must
 // run, or a *RefusedError.
 func (c *Config) checkCache(project, version, key string) (*Result, error) {
+	return c.lookupCache(project, version, key, c.logf)
+}
+
+// lookupCache is checkCache, telling note why an artifact is rebuilt.
+func (c *Config) lookupCache(project, version, key string, note func(format string, a ...any)) (*Result, error) {
 	dir := dist.Dir(c.DistDir, project, version)
-	art, err := c.cacheHit(dir, attest.Expect{Project: project, Version: version, InputKey: key})
+	art, err := c.cacheHit(dir, attest.Expect{Project: project, Version: version, InputKey: key}, note)
 	if art == nil || err != nil {
 		return nil, err
 	}
-	how := "digests re-verified against " + dist.StatementFile
-	if art.Signer != "" {
-		how += ", signed by " + art.Signer
-	}
-	c.logf("%s %s: up to date in %s (%s)", project, version, dir, how)
-	return &Result{Dir: dir, Binary: art.Binary, SHA256: art.SHA256, CacheHit: true}, nil
+	// The target says so, in one line.
+	return &Result{Dir: dir, Binary: art.Binary, SHA256: art.SHA256, CacheHit: true, Signer: art.Signer}, nil
 }
 
 // mayReplace is the last check before publishing over

@@ -12,6 +12,7 @@ import (
 	"github.com/nokmem/nokmem/internal/build"
 	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/internal/patch"
+	"github.com/nokmem/nokmem/internal/source"
 	"github.com/nokmem/nokmem/internal/srccheck"
 	"github.com/nokmem/nokmem/matrix"
 	"github.com/nokmem/nokmem/verify"
@@ -55,8 +56,11 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
+	// Instant once the toolchain is there; a first era build downloads it.
+	doneTC := c.reporter().Quiet("toolchain", fmt.Sprintf("runc %s: the Go to build with (era go%s, through the Go module proxy)", version, rel.Go), time.Second)
 	tc, err := build.ResolveToolchain(ctx, c.Runner, build.ToolchainRequest{
 		Mode: c.Mode, Era: rel.Go, GoBin: c.GoBin, Toolchain: c.GoToolchain, Default: rel.Toolchain, Image: c.BuildImage, CacheDir: c.CacheDir})
+	doneTC(err)
 	if err != nil {
 		return nil, &UserError{Msg: err.Error()}
 	}
@@ -82,32 +86,23 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 	}
 	defer unlock()
 	srcDir := co.Dir
-	treeCommit := co.Commit
-	var applied []dist.PatchInfo
-	if len(chosen) > 0 {
-		for _, p := range chosen {
-			c.logf("runc %s: applying %s to %s", version, p.Name, p.Target)
-			if err := p.Apply(srcDir, "", patches.KnownBases(p.Target)); err != nil {
-				return nil, fmt.Errorf("patch: %w", err)
-			}
-			applied = append(applied, dist.PatchInfo{Name: p.Name, SHA256: p.SHA256, Target: p.Target, BaseSHA256: p.BaseSHA256, ResultSHA256: p.ResultSHA256})
-		}
-		if treeCommit, err = f.Commit(ctx, co, "nokmem: "+strings.Join(rel.Patches, ", ")); err != nil {
-			return nil, fmt.Errorf("commit patched tree: %w", err)
-		}
-	}
-
-	check, err := srccheck.Check(filepath.Join(srcDir, filepath.FromSlash(srccheck.FSPackage)), rel.BuildTags)
+	applied, treeCommit, err := c.treatRunc(ctx, f, co, version, rel, chosen, patches)
 	if err != nil {
 		return nil, err
 	}
-	if !check.HasKmemCode() {
-		return nil, fmt.Errorf("source check: %s in runc %s declares no kernel-memory function; the matrix says strategy %q. The tree does not look like runc of that era", srccheck.FSPackage, version, rel.Strategy)
+	doneCheck := c.step("source check", fmt.Sprintf("runc %s: nothing in %s can write %s", version, srccheck.FSPackage, verify.KmemFile))
+	check, err := srccheck.Check(filepath.Join(srcDir, filepath.FromSlash(srccheck.FSPackage)), rel.BuildTags)
+	switch {
+	case err != nil:
+	case !check.HasKmemCode():
+		err = fmt.Errorf("source check: %s in runc %s declares no kernel-memory function; the matrix says strategy %q. The tree does not look like runc of that era", srccheck.FSPackage, version, rel.Strategy)
+	case !check.OK():
+		err = fmt.Errorf("the nokmem treatment did not take effect: %w", check)
 	}
-	if !check.OK() {
-		return nil, fmt.Errorf("the nokmem treatment did not take effect: %w", check)
+	doneCheck(err)
+	if err != nil {
+		return nil, err
 	}
-	c.logf("runc %s: source check passed (%s)", version, strings.Join(check.Files, " "))
 
 	ver, err := os.ReadFile(filepath.Join(srcDir, "VERSION"))
 	if err != nil {
@@ -134,11 +129,13 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 		Toolchain:  tc,
 		Static:     static,
 		GOAMD64:    goamd64,
+		GOCACHE:    oldGoCache(c.CacheDir, tc, cgo),
 	}
-	c.logf("runc %s: building statically for %s with %s (%s; tags %s, static %s, %s layout)", version, tgt.Name, tc.Version, tc.Source,
-		strings.Join(rel.BuildTags, ","), strings.Join(static.Tags, ","), rel.Layout)
-	b := &build.Builder{Runner: c.Runner}
+	doneBuild := c.step("build", fmt.Sprintf("runc %s: statically for %s with %s (%s; tags %s, static %s, %s layout)", version, tgt.Name, tc.Version, tc.Source,
+		strings.Join(rel.BuildTags, ","), strings.Join(static.Tags, ","), rel.Layout))
+	b := &build.Builder{Runner: c.streaming()}
 	br, err := b.Build(ctx, req)
+	doneBuild(err)
 	if err != nil {
 		return nil, fmt.Errorf("build: %w", err)
 	}
@@ -152,16 +149,22 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 			Toolkit: c.ToolkitRevision},
 		Checks: map[string]any{"source": check},
 	}
-	return c.verifyAndPublish(ctx, st, prov, "runc", verify.Options{Project: "runc", AllowStaticOnly: c.AllowStaticOnly, Dynamic: c.dynamic(), Target: tgt.Name}, &published)
+	return c.verifyAndPublish(ctx, st, prov, "runc", verify.Options{Project: "runc", AllowStaticOnly: c.AllowStaticOnly, Dynamic: c.dynamic(), Target: tgt.Name, SelfContained: true}, &published)
 }
 
 // verifyAndPublish verifies the binary in the staging directory, writes the
 // report and the provenance, and publishes only a passing artifact.
 func (c *Config) verifyAndPublish(ctx context.Context, st *dist.Staging, prov *dist.Provenance, binary string, opt verify.Options, published *bool) (*Result, error) {
-	c.logf("%s %s: verifying", prov.Project, prov.Version)
+	doneVerify := c.step("verify", fmt.Sprintf("%s %s: static checks, the %s gate, the dynamic check (NOKMEM_DYNAMIC=%s)", prov.Project, prov.Version, opt.Target, opt.Dynamic))
 	rep, err := c.Verifier.Verify(ctx, st.Path(binary), opt)
 	if err != nil {
+		doneVerify(err)
 		return nil, err
+	}
+	if !rep.Passed {
+		doneVerify(fmt.Errorf("verdict %s", rep.Verdict))
+	} else {
+		doneVerify(nil)
 	}
 	rep.Binary = binary
 	if err := st.WriteJSON(dist.ReportFile, rep); err != nil {
@@ -170,9 +173,28 @@ func (c *Config) verifyAndPublish(ctx context.Context, st *dist.Staging, prov *d
 	if !rep.Passed {
 		return nil, &VerificationError{Report: rep}
 	}
+	// A verification that passed while the build was being cancelled is
+	// not published: the user asked it to stop.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("cancelled before publishing: %w", err)
+	}
+	donePublish := c.step("publish", fmt.Sprintf("%s %s: provenance, statement and binary into %s", prov.Project, prov.Version, c.DistDir))
+	res, err := c.publish(st, prov, binary, rep, published)
+	donePublish(err)
+	return res, err
+}
+
+// publish writes the provenance and the statement of a verified binary
+// and moves the staging directory into place.
+func (c *Config) publish(st *dist.Staging, prov *dist.Provenance, binary string, rep *verify.Report, published *bool) (*Result, error) {
+	// What is published, hashed and signed is exactly what was verified:
+	// the report names the digest of the file the verifier checked.
 	sum, err := dist.FileSHA256(st.Path(binary))
 	if err != nil {
 		return nil, err
+	}
+	if sum != rep.SHA256 {
+		return nil, fmt.Errorf("%s changed after it was verified (verified sha256 %s, now %s): something else writes to NOKMEM_DIST (%s); nothing was published", st.Path(binary), rep.SHA256, sum, c.DistDir)
 	}
 	info, err := os.Stat(st.Path(binary))
 	if err != nil {
@@ -193,13 +215,36 @@ func (c *Config) verifyAndPublish(ctx context.Context, st *dist.Staging, prov *d
 	if err := c.mayReplace(prov.Project, prov.Version); err != nil {
 		return nil, err
 	}
+	if again, err := dist.FileSHA256(st.Path(binary)); err != nil || again != sum {
+		return nil, fmt.Errorf("%s changed while its statement was written (verified sha256 %s, now %s, %v): something else writes to NOKMEM_DIST (%s); nothing was published", st.Path(binary), sum, again, err, c.DistDir)
+	}
 	final, err := st.Publish()
 	if err != nil {
 		return nil, err
 	}
 	*published = true
-	c.logf("%s %s: published %s (sha256 %s)", prov.Project, prov.Version, final, sum)
 	return &Result{Dir: final, Binary: filepath.Join(final, binary), SHA256: sum, Report: rep}, nil
+}
+
+// treatRunc applies the release's patches to the checkout and commits
+// them; a release built with the nokmem tag needs nothing done to its tree.
+func (c *Config) treatRunc(ctx context.Context, f *source.Fetcher, co *source.Checkout, version string, rel matrix.Release, chosen []*patch.Patch, patches *patch.Set) (applied []dist.PatchInfo, treeCommit string, err error) {
+	if len(chosen) == 0 {
+		c.step("treat", fmt.Sprintf("runc %s: build tags %s, nothing to patch", version, strings.Join(rel.BuildTags, ",")))(nil)
+		return nil, co.Commit, nil
+	}
+	done := c.step("treat", fmt.Sprintf("runc %s: %s", version, strings.Join(rel.Patches, ", ")))
+	defer func() { done(err) }()
+	for _, p := range chosen {
+		if err := p.Apply(co.Dir, "", patches.KnownBases(p.Target)); err != nil {
+			return nil, "", fmt.Errorf("patch: %w", err)
+		}
+		applied = append(applied, dist.PatchInfo{Name: p.Name, SHA256: p.SHA256, Target: p.Target, BaseSHA256: p.BaseSHA256, ResultSHA256: p.ResultSHA256})
+	}
+	if treeCommit, err = f.Commit(ctx, co, "nokmem: "+strings.Join(rel.Patches, ", ")); err != nil {
+		return nil, "", fmt.Errorf("commit patched tree: %w", err)
+	}
+	return applied, treeCommit, nil
 }
 
 func overlayDir(dir, project string) string {
@@ -236,4 +281,14 @@ func (c *Config) dynamic() string {
 		return "require"
 	}
 	return "auto"
+}
+
+// oldGoCache is a Go build cache of its own for Go before 1.16, whose cache
+// does not key cgo objects on the flags pkg-config returns (a different
+// libseccomp .pc would reuse stale objects); newer Go uses the caller's.
+func oldGoCache(cacheDir string, tc build.Toolchain, cgo build.CgoInfo) string {
+	if target.GoMinor(tc.Version) >= 16 {
+		return ""
+	}
+	return filepath.Join(cacheDir, "go-build", tc.Version+"-"+inputKey(cgo, tc.GOROOT, tc.GoBin)[:12])
 }

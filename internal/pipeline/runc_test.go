@@ -1,12 +1,14 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/nokmem/nokmem/internal/dist"
 	"github.com/nokmem/nokmem/internal/fixture"
 	"github.com/nokmem/nokmem/internal/patch"
+	"github.com/nokmem/nokmem/internal/progress"
 	"github.com/nokmem/nokmem/internal/run"
 	"github.com/nokmem/nokmem/internal/source"
 	"github.com/nokmem/nokmem/internal/testenv"
@@ -144,13 +147,29 @@ func TestBuildIsReproducibleAndCached(t *testing.T) {
 	r := repo(t)
 	c := newConfig(t, r)
 	ctx := context.Background()
+	var log bytes.Buffer
+	c.Progress = progress.New(&log, progress.Options{})
 	first, err := BuildRunc(ctx, c, "v1.0.0-rc9")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A line per step, in order, each closed with its elapsed time.
+	var steps []string
+	for _, m := range regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d (\S+(?: check)?) +done in \d+(\.\d)?s$`).FindAllStringSubmatch(log.String(), -1) {
+		steps = append(steps, m[1])
+	}
+	if got := strings.Join(steps, ","); got != "fetch,treat,source check,build,verify,publish" {
+		t.Errorf("steps %q in the log:\n%s", got, log.String())
+	}
+	log.Reset()
 	hit, err := BuildRunc(ctx, c, "v1.0.0-rc9")
 	if err != nil || !hit.CacheHit || hit.SHA256 != first.SHA256 {
 		t.Fatalf("second build: hit=%v err=%v", hit != nil && hit.CacheHit, err)
+	}
+	// The target prints the one message of a cache hit; the pipeline adds
+	// nothing to it.
+	if log.Len() != 0 {
+		t.Errorf("a cache hit logged %q", log.String())
 	}
 	// A tampered artifact is neither a cache hit nor silently rebuilt: it
 	// is reported and kept until the user removes it (attest_test.go).
@@ -249,15 +268,24 @@ func TestBadInputLeavesDistUntouched(t *testing.T) {
 		{"failed verification", "v1.0.0-rc9", func(c *Config) { c.Verifier = failingVerifier{} }, as[*VerificationError], "verification failed"},
 		{"interrupted build", "v1.0.0-rc9", nil, func(err error) bool { return errors.Is(err, context.Canceled) }, "context canceled"},
 	}
+	// dist/ already holds a good artifact, made by another toolkit (so a
+	// build may replace it); it must survive every failure as it is.
+	prev := newConfig(t, r)
+	prev.ToolkitRevision = "a previous toolkit"
+	previous, err := BuildRunc(ctx, prev, "v1.0.0-rc9")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newConfig(t, r)
-			// dist/ already holds a good artifact; it must survive as it is.
 			if _, err := BuildRunc(ctx, c, "v1.0.0-rc6-never"); err == nil {
 				t.Fatal("nonsense version accepted")
 			}
-			os.MkdirAll(filepath.Join(c.DistDir, "runc", "v1.0.0-rc9"), 0o755)
-			os.WriteFile(filepath.Join(c.DistDir, "runc", "v1.0.0-rc9", "runc"), []byte("previous"), 0o755)
+			os.MkdirAll(filepath.Join(c.DistDir, "runc"), 0o755)
+			if out, err := exec.Command("cp", "-a", previous.Dir, filepath.Join(c.DistDir, "runc", "v1.0.0-rc9")).CombinedOutput(); err != nil {
+				t.Fatalf("cp: %v %s", err, out)
+			}
 			before := tree(t, c.DistDir)
 			if tc.setup != nil {
 				tc.setup(c)

@@ -139,3 +139,29 @@ func TestKubeletIsStaticThroughKubeStaticOverrides(t *testing.T) {
 		t.Fatalf("a cgo kubelet was not refused for el7: %v", err)
 	}
 }
+
+// swappingVerifier verifies the real binary, then replaces it, as a writer
+// racing the pipeline in NOKMEM_DIST would.
+type swappingVerifier struct{ DefaultVerifier }
+
+func (s swappingVerifier) Verify(ctx context.Context, binary string, opt verify.Options) (*verify.Report, error) {
+	rep, err := s.DefaultVerifier.Verify(ctx, binary, opt)
+	if err == nil {
+		os.Remove(binary)
+		err = os.WriteFile(binary, []byte("#!/bin/sh\necho not what was verified\n"), 0o755)
+	}
+	return rep, err
+}
+
+// Only the bytes that were verified are published and signed.
+func TestBinarySwappedAfterVerificationIsNotPublished(t *testing.T) {
+	c := newConfig(t, repo(t))
+	c.Verifier = swappingVerifier{}
+	_, err := BuildRunc(context.Background(), c, "v1.0.0-rc9")
+	if err == nil || !strings.Contains(err.Error(), "changed after it was verified") {
+		t.Fatalf("a binary swapped after verification was accepted: %v", err)
+	}
+	if _, statErr := os.Stat(dist.Dir(c.DistDir, "runc", "v1.0.0-rc9")); !os.IsNotExist(statErr) {
+		t.Fatalf("something was published: %v", statErr)
+	}
+}

@@ -28,7 +28,15 @@ func (c *Config) cacheCheck(project, version, key string) func() (*Result, error
 	if key == "" {
 		return nil
 	}
-	return func() (*Result, error) { return c.checkCache(project, version, key) }
+	// workTree asks twice (before and after the lock): say each thing once.
+	said := map[string]bool{}
+	once := func(format string, a ...any) {
+		if msg := fmt.Sprintf(format, a...); !said[msg] {
+			said[msg] = true
+			c.logf("%s", msg)
+		}
+	}
+	return func() (*Result, error) { return c.lookupCache(project, version, key, once) }
 }
 
 // workTree prepares a build of rel and reports a cache hit instead when
@@ -38,7 +46,8 @@ func (c *Config) cacheCheck(project, version, key string) func() (*Result, error
 //     once the tag is re-resolved (serveCached).
 //  2. dist/ (NOKMEM_DIST) and the cache (NOKMEM_CACHE) must be writable:
 //     found now, before anything is fetched or built.
-//  3. The machine-wide lock of project/version is taken; a run that must
+//  3. The lock of project/version in NOKMEM_CACHE/locks (it guards the
+//     work tree, which lives in that cache) is taken; a run that must
 //     wait says for whom (pid, what it builds, since when), and once it
 //     holds the lock asks hit again: usually the run it waited for has
 //     just published the artifact, which is then served, not rebuilt.
@@ -101,9 +110,10 @@ func (c *Config) workTree(ctx context.Context, project, url, setting, importPath
 		return nil, nil, "", nil, nil, fmt.Errorf("remove abandoned staging in NOKMEM_DIST=%s: %w", c.DistDir, err)
 	}
 	gopath = filepath.Join(c.CacheDir, "work", project, rel.Version, "gopath")
-	c.logf("%s %s: fetching the tag from %s (depth 1)", project, rel.Version, url)
-	f = &source.Fetcher{Runner: c.Runner, CacheDir: c.CacheDir, Setting: setting}
+	doneFetch := c.step("fetch", fmt.Sprintf("%s %s: the tag from %s (depth 1)", project, rel.Version, url))
+	f = &source.Fetcher{Runner: c.Runner, CacheDir: c.CacheDir, Setting: setting, Logf: c.logf}
 	co, err = f.Prepare(ctx, url, rel.Version, rel.Commit, filepath.Join(gopath, "src", filepath.FromSlash(importPath)))
+	doneFetch(err)
 	if err != nil {
 		return nil, nil, "", nil, nil, fmt.Errorf("source: %w", err)
 	}
@@ -127,7 +137,11 @@ func (c *Config) serveCached(ctx context.Context, project string, res *Result, u
 	f := &source.Fetcher{Runner: c.Runner, CacheDir: c.CacheDir, Setting: setting}
 	tctx, cancel := context.WithTimeout(ctx, tagCheckTimeout)
 	defer cancel()
+	// One round trip, usually instant; a remote that does not answer is
+	// waited for up to tagCheckTimeout.
+	done := c.reporter().Quiet("tag check", fmt.Sprintf("%s %s: does tag %s at %s still name %.12s?", project, rel.Version, rel.Version, url, rel.Commit), time.Second)
 	err := f.CheckTag(tctx, url, rel.Version, rel.Commit)
+	done(err)
 	var unreachable *source.UnreachableError
 	switch {
 	case err == nil:
@@ -153,6 +167,17 @@ func (c *Config) preflight() error {
 			return &UserError{Msg: fmt.Sprintf("%s=%s (%s) cannot be written: %v. Set %s to a directory you can write, or fix its permissions or mount; nothing was fetched or built",
 				d.setting, d.dir, d.what, err, d.setting)}
 		}
+	}
+	return nil
+}
+
+// CheckWritable says, before any work, that dir (or the nearest directory
+// above it that exists) cannot be written: a *UserError naming setting,
+// what dir is for, and what to do.
+func CheckWritable(setting, dir, what string) error {
+	if err := writable(dir); err != nil {
+		return &UserError{Msg: fmt.Sprintf("%s cannot be written (%s, %v). Set %s to a directory you can write, or fix its permissions or mount",
+			dir, what, err, setting)}
 	}
 	return nil
 }

@@ -242,10 +242,16 @@ func TestMovedTagOnCacheHitIsRefused(t *testing.T) {
 
 	// The tag moves to another commit (here: the rc92 commit).
 	fixture.Git(t, fork, "tag", "-f", "v1.0.0-rc9", r.Commits["v1.0.0-rc92"])
+	var refusedLog syncBuffer
+	c.Log = &refusedLog
 	_, err = BuildRunc(ctx, c, "v1.0.0-rc9")
 	var moved *source.MovedTagError
 	if !errors.As(err, &moved) || moved.Found != r.Commits["v1.0.0-rc92"] || !strings.Contains(err.Error(), "is not served") {
 		t.Fatalf("moved tag on a cache hit: %v", err)
+	}
+	// The tag is checked before anything says the artifact is up to date.
+	if strings.Contains(refusedLog.String(), "up to date") {
+		t.Errorf("a refused hit said it is up to date:\n%s", refusedLog.String())
 	}
 	if after := tree(t, c.DistDir); after != before {
 		t.Errorf("dist changed:\n%s\n%s", before, after)

@@ -353,23 +353,27 @@ func existing(paths ...string) map[string]bool {
 	return m
 }
 
-// removeCreated removes the directories of before that did not exist then
-// and are empty now (the shim and runc state roots under /run/containerd),
-// deepest first.
+// removeCreated removes the directories of before that did not exist then,
+// once they are empty (the shim socket and runc state roots under
+// /run/containerd: an exiting shim removes its socket a moment later),
+// deepest first; it gives up after 10 s on what is still in use.
 func removeCreated(before map[string]bool) {
-	var paths []string
+	left := map[string]bool{}
 	for p, existed := range before {
-		if !existed {
-			paths = append(paths, p)
+		if _, err := os.Stat(p); !existed && err == nil {
+			left[p] = true
 		}
 	}
-	// Deepest first.
-	for changed := true; changed; {
-		changed = false
-		for _, p := range paths {
+	for deadline := time.Now().Add(10 * time.Second); len(left) > 0 && time.Now().Before(deadline); {
+		changed := false
+		for p := range left {
 			if os.Remove(p) == nil {
+				delete(left, p)
 				changed = true
 			}
+		}
+		if !changed {
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 }

@@ -42,3 +42,50 @@ func TestHelpListsEverySetting(t *testing.T) {
 		}
 	}
 }
+
+func TestTableShowsValuesInEffectAlignedAndNoSecret(t *testing.T) {
+	tab := Table(env(map[string]string{"NOKMEM_RUNC_REPO": "/srv/git/runc.git", "NOKMEM_SIGNING_PASSPHRASE": "hunter2", "GITHUB_TOKEN": "ghp_secret"}))
+	if strings.Contains(tab, "hunter2") || strings.Contains(tab, "ghp_secret") {
+		t.Fatalf("a secret is printed:\n%s", tab)
+	}
+	lines := strings.Split(strings.TrimSuffix(tab, "\n"), "\n")
+	valueCol, defaultCol := strings.Index(lines[0], "IN EFFECT"), strings.Index(lines[0], "DEFAULT")
+	if valueCol < 0 || defaultCol < valueCol {
+		t.Fatalf("header %q", lines[0])
+	}
+	seen := map[string]string{}
+	for _, l := range lines[1:] {
+		if strings.HasPrefix(l, " ") {
+			// the meaning, under the value column, never past the width
+			if strings.TrimLeft(l, " ") != l[valueCol:] || len([]rune(l)) > tableWidth {
+				t.Errorf("meaning line not aligned or too long: %q", l)
+			}
+			continue
+		}
+		name := strings.TrimRight(l[:valueCol], " ")
+		if l[valueCol-1] != ' ' || l[valueCol] == ' ' {
+			t.Errorf("%s runs into its value: %q", name, l)
+		}
+		seen[name] = strings.TrimSpace(l[valueCol:defaultCol]) + "|" + strings.TrimSpace(l[defaultCol:])
+	}
+	for name, want := range map[string]string{
+		"NOKMEM_RUNC_REPO":          "/srv/git/runc.git|https://github.com/opencontainers/runc.git",
+		"NOKMEM_SIGNING_PASSPHRASE": "set (not shown)|unset",
+		"GITHUB_TOKEN":              "set (not shown)|unset",
+		"NOKMEM_DOCKER_PRIVILEGED":  "(default)|1",
+		"NOKMEM_PUBLISH":            "(default)|0",
+	} {
+		if seen[name] != want {
+			t.Errorf("%s: %q, want %q", name, seen[name], want)
+		}
+	}
+	if len(seen) != len(All) {
+		t.Errorf("%d settings in the table, want %d", len(seen), len(All))
+	}
+	// One default each: none in the meaning.
+	for _, s := range All {
+		if strings.Contains(s.Help, "(default") {
+			t.Errorf("%s names a second default in its meaning: %s", s.Name, s.Help)
+		}
+	}
+}

@@ -144,7 +144,7 @@ func Verify(publicKey, data, sig []byte) error {
 // (ring) and returns the fingerprint of the primary key that made it, as
 // `gpg --fingerprint` prints it without spaces.
 func Check(publicKey, data, sig []byte) (string, error) {
-	ring, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(publicKey))
+	ring, err := ReadArmoredKeyRings(publicKey)
 	if err != nil {
 		return "", fmt.Errorf("public key: %w", err)
 	}
@@ -156,13 +156,15 @@ func Check(publicKey, data, sig []byte) (string, error) {
 }
 
 // LoadPublicKey reads an armored public key file (a private key file works
-// too: only its public part is used) and returns it armored.
+// too: only its public part is used) and returns it armored, as one block
+// holding every key of the file (`cat old.pub.asc new.pub.asc` during a
+// key rotation: a signature by either verifies).
 func LoadPublicKey(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("public key: %w", err)
 	}
-	ring, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(b))
+	ring, err := ReadArmoredKeyRings(b)
 	if err != nil {
 		return nil, fmt.Errorf("public key %s: %w", path, err)
 	}
@@ -180,4 +182,43 @@ func LoadPublicKey(path string) ([]byte, error) {
 		return nil, err
 	}
 	return out.Bytes(), nil
+}
+
+// ReadArmoredKeyRings reads every armored key block of b, not only the
+// first as openpgp.ReadArmoredKeyRing does: a file made by concatenating
+// armored keys (key rotation) holds several.
+func ReadArmoredKeyRings(b []byte) (openpgp.EntityList, error) {
+	var ring openpgp.EntityList
+	for _, block := range armoredBlocks(b) {
+		keys, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(block))
+		if err != nil {
+			return nil, err
+		}
+		ring = append(ring, keys...)
+	}
+	if len(ring) == 0 {
+		return nil, errors.New("no armored OpenPGP key found")
+	}
+	return ring, nil
+}
+
+// armoredBlocks splits b into its "-----BEGIN …-----" to "-----END …-----"
+// blocks. (armor.Decode reads through a buffer of its own, so it cannot
+// be called again on the rest of a reader.)
+func armoredBlocks(b []byte) [][]byte {
+	var blocks [][]byte
+	start := -1
+	off := 0
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		t := bytes.TrimSpace(line)
+		switch {
+		case start < 0 && bytes.HasPrefix(t, []byte("-----BEGIN ")):
+			start = off
+		case start >= 0 && bytes.HasPrefix(t, []byte("-----END ")):
+			blocks = append(blocks, b[start:off+len(line)])
+			start = -1
+		}
+		off += len(line)
+	}
+	return blocks
 }

@@ -164,3 +164,42 @@ func TestClearSignBinaryAndKeyringWithGPG(t *testing.T) {
 		t.Fatalf("binary signature rejected: %v\n%s", err, out)
 	}
 }
+
+// Key rotation: `cat old.pub.asc new.pub.asc` is one public key file, and a
+// signature by either key verifies with it (and with the armored key
+// LoadPublicKey returns); a third key's does not.
+func TestPublicKeyFileWithSeveralArmoredBlocks(t *testing.T) {
+	var signers []*Signer
+	var pubs [][]byte
+	for range 3 {
+		s, err := Load(newTestKey(t), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := s.PublicKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		signers, pubs = append(signers, s), append(pubs, pub)
+	}
+	both := append(append(append([]byte{}, pubs[0]...), '\n'), pubs[1]...)
+	file := filepath.Join(t.TempDir(), "keys.asc")
+	os.WriteFile(file, both, 0o644)
+	loaded, err := LoadPublicKey(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("statement\n")
+	for i, s := range signers {
+		sig, err := s.Sign(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ring := range [][]byte{both, loaded} {
+			fpr, err := Check(ring, data, sig)
+			if ok := err == nil && fpr == s.Fingerprint(); ok != (i < 2) {
+				t.Errorf("key %d: fingerprint %q, %v", i, fpr, err)
+			}
+		}
+	}
+}

@@ -3,12 +3,16 @@ package source
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/nokmem/nokmem/internal/fixture"
+	"github.com/nokmem/nokmem/internal/lock"
 	"github.com/nokmem/nokmem/internal/run"
 )
 
@@ -54,6 +58,12 @@ func TestFetchIsShallowAndPinned(t *testing.T) {
 	var un *UnreachableError
 	if !errors.As(err, &un) || !strings.Contains(err.Error(), "v1.0.0-rc77") {
 		t.Fatalf("want UnreachableError, got %v", err)
+	}
+	// What to do leads, on the first line; git's evidence follows.
+	first, evidence, _ := strings.Cut(err.Error(), "\n")
+	if !strings.HasPrefix(first, "cannot fetch tag v1.0.0-rc77 from "+r.Dir+": set the repository setting to an internal mirror or a local clone") ||
+		!strings.HasPrefix(evidence, "What git said: command failed") || !strings.Contains(evidence, "git ") {
+		t.Errorf("unreachable message:\n%v", err)
 	}
 }
 
@@ -114,5 +124,125 @@ func TestResolveTagAsksTheRemoteWithoutFetching(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(cacheDir); len(entries) != 0 {
 		t.Errorf("ResolveTag wrote to the cache: %v", entries)
+	}
+}
+
+// Builds of different versions from one NOKMEM_CACHE share one bare
+// repository; git's own lock files make a second concurrent fetch fail
+// ("shallow file has changed since we read it") instead of waiting. Every
+// fetch of a repository waits for nokmem's lock on it.
+func TestFetchWaitsForTheRepositoryLock(t *testing.T) {
+	r := fixture.NewRuncRepo(t)
+	var mu sync.Mutex
+	var logged []string
+	f := &Fetcher{Runner: run.Local{}, CacheDir: t.TempDir(), Logf: func(format string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		logged = append(logged, fmt.Sprintf(format, a...))
+	}}
+	ctx := context.Background()
+	path := filepath.Join(f.CacheDir, "locks", "git-"+repoName(r.Dir)+".lock")
+	release, err := lock.Acquire(ctx, path, "fetch v1.0.0-rc92 from the test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.Prepare(ctx, r.Dir, "v1.0.0-rc9", r.Commits["v1.0.0-rc9"], filepath.Join(t.TempDir(), "work"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		release()
+		t.Fatalf("Prepare did not wait for the repository lock: %v", err)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	mu.Lock()
+	said := strings.Join(logged, "\n")
+	mu.Unlock()
+	if !strings.Contains(said, fmt.Sprintf("waiting for pid %d (fetch v1.0.0-rc92 from the test", os.Getpid())) || !strings.Contains(said, path) {
+		t.Errorf("the waiting run does not say whom it waits for:\n%s", said)
+	}
+	release()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Prepare still waits after the lock was released")
+	}
+}
+
+// Concurrent builds of different tags from one cache all succeed.
+func TestConcurrentFetchesOfDifferentTagsShareTheCache(t *testing.T) {
+	r := fixture.NewRuncRepo(t)
+	tags := []string{"v1.0.0-rc5", "v1.0.0-rc8", "v1.0.0-rc9", "v1.0.0-rc92"}
+	for round := 0; round < 3; round++ {
+		f := &Fetcher{Runner: run.Local{}, CacheDir: t.TempDir()}
+		start := make(chan struct{})
+		errs := make(chan error, len(tags))
+		for _, tag := range tags {
+			go func() {
+				<-start
+				_, err := f.Prepare(context.Background(), r.Dir, tag, r.Commits[tag], filepath.Join(t.TempDir(), tag))
+				errs <- err
+			}()
+		}
+		close(start)
+		for range tags {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+	}
+}
+
+// A git killed in the middle of a fetch leaves its lock files; while
+// nokmem holds the repository's lock they are provably stale, and are
+// removed (and named) instead of failing every later fetch.
+func TestStaleGitLockFilesAreRemoved(t *testing.T) {
+	r := fixture.NewRuncRepo(t)
+	var logged []string
+	f := &Fetcher{Runner: run.Local{}, CacheDir: t.TempDir(), Logf: func(format string, a ...any) { logged = append(logged, fmt.Sprintf(format, a...)) }}
+	ctx := context.Background()
+	cache, _, err := f.Fetch(ctx, r.Dir, "v1.0.0-rc8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := []string{"shallow.lock", "packed-refs.lock", "config.lock", "HEAD.lock", "refs/tags/v1.0.0-rc9.lock"}
+	for _, name := range stale {
+		p := filepath.Join(cache, filepath.FromSlash(name))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.Prepare(ctx, r.Dir, "v1.0.0-rc9", r.Commits["v1.0.0-rc9"], filepath.Join(t.TempDir(), "work")); err != nil {
+		t.Fatalf("a fetch after a killed git: %v", err)
+	}
+	said := strings.Join(logged, "\n")
+	for _, name := range stale {
+		p := filepath.Join(cache, filepath.FromSlash(name))
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s survived: %v", name, err)
+		}
+		if !strings.Contains(said, "removed "+p) {
+			t.Errorf("removal of %s not said:\n%s", name, said)
+		}
+	}
+}
+
+// Ctrl-C during a fetch is an interruption, not a bad tag, URL or network.
+func TestCancelledFetchSaysInterrupted(t *testing.T) {
+	r := fixture.NewRuncRepo(t)
+	f := &Fetcher{Runner: run.Local{}, CacheDir: t.TempDir(), Setting: "NOKMEM_RUNC_REPO"}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := f.Prepare(ctx, r.Dir, "v1.0.0-rc9", r.Commits["v1.0.0-rc9"], filepath.Join(t.TempDir(), "work"))
+	var un *UnreachableError
+	if err == nil || !strings.Contains(err.Error(), "interrupted") || errors.As(err, &un) || !errors.Is(err, context.Canceled) ||
+		strings.Contains(err.Error(), "check the tag") {
+		t.Fatalf("cancelled fetch: %v", err)
 	}
 }

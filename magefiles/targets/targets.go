@@ -27,6 +27,7 @@ import (
 	"github.com/nokmem/nokmem/internal/packaging"
 	"github.com/nokmem/nokmem/internal/pinning"
 	"github.com/nokmem/nokmem/internal/pipeline"
+	"github.com/nokmem/nokmem/internal/progress"
 	"github.com/nokmem/nokmem/internal/release"
 	"github.com/nokmem/nokmem/internal/run"
 	"github.com/nokmem/nokmem/internal/runtimecfg"
@@ -50,6 +51,11 @@ func config() (*settings.Env, *pipeline.Config, error) {
 		return nil, nil, err
 	}
 	cfg, err := env.Pipeline(root())
+	if cfg != nil {
+		// A line per step; live on a terminal, timestamped in a log; the
+		// build's own output with -v (MAGEFILE_VERBOSE).
+		cfg.Progress = progress.ForFile(os.Stderr, mg.Verbose())
+	}
 	return env, cfg, err
 }
 
@@ -92,12 +98,21 @@ func BuildRunc(ctx context.Context, version string) error {
 	if err != nil {
 		return fail(fmt.Errorf("build runc %s: %w", version, err))
 	}
-	state := "built and verified"
-	if res.CacheHit {
-		state = "already built (checksums re-verified)"
-	}
-	fmt.Printf("runc %s %s: %s\n  sha256 %s\n", version, state, res.Binary, res.SHA256)
+	fmt.Print(built("runc", version, res))
 	return nil
+}
+
+// built is the one message of a finished build:<project>: built, or a
+// cache hit (nothing else is printed for one).
+func built(project, version string, res *pipeline.Result) string {
+	if !res.CacheHit {
+		return fmt.Sprintf("%s %s built and verified: %s\n  sha256 %s\n", project, version, res.Binary, res.SHA256)
+	}
+	how := "digests re-verified"
+	if res.Signer != "" {
+		how += ", statement signed by " + res.Signer
+	}
+	return fmt.Sprintf("%s %s already built (%s): %s\n  sha256 %s\n", project, version, how, res.Binary, res.SHA256)
 }
 
 // BuildKubelet is build:kubelet.
@@ -110,7 +125,7 @@ func BuildKubelet(ctx context.Context, version string) error {
 	if err != nil {
 		return fail(fmt.Errorf("build kubelet %s: %w", version, err))
 	}
-	fmt.Printf("kubelet %s built and verified: %s\n  sha256 %s\n", version, res.Binary, res.SHA256)
+	fmt.Print(built("kubelet", version, res))
 	return nil
 }
 
@@ -133,9 +148,23 @@ func VerifyArtifact(ctx context.Context, project, version string) error {
 	art, err := attest.CheckDir(dir, attest.Expect{Project: project, Version: version, PublicKey: cfg.Signing.PublicKey})
 	switch {
 	case errors.Is(err, attest.ErrAbsent):
+		// A release that needs no nokmem build has nothing to verify in
+		// dist/: build:<project> of it exits with status 3.
+		if m, merr := matrix.Load(project, cfg.MatrixDir, cfg.MatrixOverlay); merr == nil {
+			if rel, ok := m.Lookup(version); ok && rel.Strategy == matrix.StrategyNone {
+				return fail(&pipeline.NothingToDoError{Project: project, Version: version,
+					Why: fmt.Sprintf("matrix/%s.yaml; there is nothing to build, so nothing in %s to verify. To check an upstream binary: go tool mage verify:file %s <path>", project, dir, project)})
+			}
+		}
 		return fail(fmt.Errorf("%s %s: no artifact in %s (NOKMEM_DIST): run build:%s %s first", project, version, dir, project, version))
 	case err != nil:
 		return fail(fmt.Errorf("verify %s %s: %w. Do not use it: keep it to investigate, then remove it (rm -r %s) and run build:%s %s", project, version, err, dir, project, version))
+	}
+	// The report is written after the verification: find out now that it
+	// cannot be.
+	reports := filepath.Join(cfg.DistDir, "reports")
+	if err := pipeline.CheckWritable("NOKMEM_DIST", reports, fmt.Sprintf("where verify:%s writes its report; NOKMEM_DIST=%s", project, cfg.DistDir)); err != nil {
+		return fail(fmt.Errorf("verify %s %s: %w; nothing was verified", project, version, err))
 	}
 	fmt.Printf("%s %s: %s intact (sha256 %s), %s\n", project, version, dir, art.SHA256, signature(art, cfg.Signing.PublicKey))
 	probe := ""
@@ -151,7 +180,7 @@ func signature(art *attest.Artifact, publicKey []byte) string {
 	case art.Signer != "":
 		return "statement signed by " + art.Signer
 	case len(publicKey) == 0 && art.Signed:
-		return "signature present but not checked (set NOKMEM_VERIFY_PUBKEY)"
+		return "signature NOT checked: it is present, but no public key is set (NOKMEM_VERIFY_PUBKEY=<key.asc> checks it; without, a consistent rewrite of the directory is not detected)"
 	}
 	return "unsigned (no NOKMEM_SIGNING_KEY or NOKMEM_VERIFY_PUBKEY)"
 }
@@ -197,7 +226,18 @@ func VerifyDist(ctx context.Context) error {
 		return fail(fmt.Errorf("verify:dist: %s does not check out (%s); do not use what is named below:\n  - %s",
 			tree.Root, n, strings.Join(tree.Problems, "\n  - ")))
 	}
+	unchecked := 0
+	for _, e := range tree.Entries {
+		if e.Artifact != nil && e.Artifact.Signed && !tree.SignaturesChecked {
+			unchecked++
+		}
+	}
 	fmt.Printf("%d artifacts intact and verified\n", len(tree.Entries))
+	if unchecked > 0 {
+		// Accepted, as without a key a signature proves nothing either
+		// way; but the user must not read "ok" as "signed by us".
+		fmt.Printf("NOTE: %d signatures were NOT checked: no public key is set. Check them with NOKMEM_VERIFY_PUBKEY=<key.asc> go tool mage verify:dist\n", unchecked)
+	}
 	return nil
 }
 
@@ -262,7 +302,12 @@ func verifyAndReport(ctx context.Context, env *settings.Env, cfg *pipeline.Confi
 	}
 	fmt.Println("report:", out)
 	if !rep.Passed {
-		return fail(fmt.Errorf("%s: verdict %s, not verified", path, rep.Verdict))
+		why := ""
+		if t := rep.Target; t != nil && len(t.Problems) > 0 {
+			// The kmem verdict may be fine: say what the target gate found.
+			why = fmt.Sprintf(" (target %s: %s)", t.Target, t.Problems[0])
+		}
+		return fail(fmt.Errorf("%s: verdict %s, not verified%s", path, rep.Verdict, why))
 	}
 	return nil
 }
@@ -281,15 +326,43 @@ func MatrixList() error {
 	if err != nil {
 		return fail(err)
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "VERSION\tCOMMIT\tSTRATEGY\tTAGS\tSTATIC TAGS\tGO\tTOOLCHAIN\tLAYOUT\tPATCHES")
-	for _, r := range m.Releases {
+	env, _ := settings.Read(os.Getenv)
+	km, err := matrix.Load("kubelet", filepath.Join(root(), "matrix"), env.MatrixOverlay)
+	if err != nil {
+		return fail(err)
+	}
+	return fail(writeMatrixList(os.Stdout, m, km))
+}
+
+// writeMatrixList writes both matrices as tables: runc, then kubelet
+// (pinned or not, the treatment expected, the Go).
+func writeMatrixList(out io.Writer, runc, kubelet *matrix.Matrix) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "runc\nVERSION\tCOMMIT\tSTRATEGY\tTAGS\tSTATIC TAGS\tGO\tTOOLCHAIN\tLAYOUT\tPATCHES")
+	for _, r := range runc.Releases {
 		static := "-"
 		if r.Static != nil {
 			static = strings.Join(r.Static.Tags, ",")
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Version, r.Commit[:12], r.Strategy, strings.Join(r.BuildTags, ","), static, r.Go,
+		fmt.Fprintf(w, "%s\t%.12s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Version, r.Commit, r.Strategy, strings.Join(r.BuildTags, ","), static, r.Go,
 			cmp.Or(r.Toolchain, "host"), r.Layout, strings.Join(r.Patches, ","))
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	// A new table: its own column widths.
+	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "\nkubelet (the vendored runc decides the treatment; STRATEGY is what is expected)\nVERSION\tPINNED\tSTRATEGY\tGO")
+	for _, r := range kubelet.Releases {
+		pinned := "unpinned"
+		if r.Commit != "" {
+			pinned = r.Commit[:min(12, len(r.Commit))]
+		}
+		strategy := string(r.Strategy)
+		if strategy == "" {
+			strategy = "by content"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.Version, pinned, strategy, cmp.Or(r.Go, "from the tree"))
 	}
 	return w.Flush()
 }
@@ -594,6 +667,22 @@ func VerifyHost(ctx context.Context) error {
 	if err != nil {
 		return fail(err)
 	}
+	// What builds killed by SIGKILL left in NOKMEM_DIST, like the cgroups
+	// of dead checks below: removed when their owner is provably gone,
+	// named when not.
+	if distDir, err := filepath.Abs(env.Dist); err == nil {
+		removed, err := dist.CleanStale(distDir)
+		for _, p := range removed {
+			fmt.Printf("removed the staging directory of a dead build: %s\n", p)
+		}
+		if err != nil {
+			fmt.Printf("warning: staging directories of dead builds remain in NOKMEM_DIST=%s: %v\n", distDir, err)
+		}
+		left, _ := dist.StagingDirs(distDir)
+		for _, p := range left {
+			fmt.Printf("staging directory of a build that is running (or whose owner cannot be checked from here; removed after %s): %s\n", dist.UncheckableAge, p)
+		}
+	}
 	hostP, vmP := verify.HostProblem(), vm.Problem(env.VMKernel)
 	docker := "no Docker engine answers"
 	if container.Available(ctx, run.Local{}, "") {
@@ -654,7 +743,7 @@ func Doctor(asJSON bool) error {
 }
 
 // PrintSettings is the settings target.
-func PrintSettings() { fmt.Print(settings.Help()) }
+func PrintSettings() { fmt.Print(settings.Table(os.Getenv)) }
 
 // Clean removes what nokmem made in NOKMEM_DIST, and nothing else
 // (dist.Clean).

@@ -97,6 +97,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if inv.GoCmd == "" {
 		inv.GoCmd = "go"
 	}
+	if !inv.List && !inv.Help {
+		if err := checkArgs(root, inv.Args, inv.Multiline); err != nil {
+			errlog.Println(err)
+			return 2
+		}
+	}
 	key, why, err := fingerprint(root, inv.GoCmd, inv.Multiline)
 	if err != nil {
 		errlog.Println(err)
@@ -115,7 +121,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cleanup()
-	return mage.RunCompiled(inv, exe, log.New(stderr, "", 0))
+	return runCompiled(inv, exe, stderr)
 }
 
 // stateDir holds this checkout's compiled magefiles and the compile lock,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -368,4 +369,36 @@ func listDir(t *testing.T, dir string) string {
 		names = append(names, e.Name())
 	}
 	return strings.Join(names, " ")
+}
+
+// Arguments are checked against the targets' signatures before anything is
+// compiled or run: `go tool mage build:runc v1.0.0-rc9 extra` in this
+// checkout, with an empty magefile cache and a dist/ and cache that must
+// stay untouched, is refused with Mage's usage status.
+func TestGoToolMageRefusesWrongArgumentsBeforeWork(t *testing.T) {
+	mageCache, work := t.TempDir(), t.TempDir()
+	env := append(os.Environ(), "MAGEFILE_CACHE="+mageCache, "NOKMEM_DIST="+filepath.Join(work, "dist"), "NOKMEM_CACHE="+filepath.Join(work, "cache"),
+		"NOKMEM_RUNC_REPO="+filepath.Join(work, "no-such-repo"))
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"build:runc", "v1.0.0-rc9", "extra"}, `build:runc takes 1 argument (<version>), but "extra" follows; nothing was run. Usage: go tool mage build:runc <version>`},
+		{[]string{"build:runc"}, "build:runc needs 1 argument (<version>); nothing was run"},
+		{[]string{"verify:file", "runc"}, "verify:file needs 2 arguments (<kind> <path>)"},
+		{[]string{"Build:Runc", "v1.0.0-rc9", "matrix:list", "bogus"}, `matrix:list takes no arguments, but "bogus" follows`},
+		{[]string{"bogus"}, `unknown target "bogus"; nothing was run (go tool mage -l lists the targets)`},
+	} {
+		r := runEnv(t, "go", "../..", env, append([]string{"tool", "mage"}, tc.args...)...)
+		var exit *exec.ExitError
+		if !errors.As(r.err, &exit) || exit.ExitCode() != 2 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: %v\nstderr: %s\nwant exit status 2 and %q", tc.args, r.err, r.stderr, tc.want)
+		}
+		if strings.Contains(r.stderr, compiling) || r.stdout != "" {
+			t.Errorf("%v: work was done before the refusal:\nstdout: %s\nstderr: %s", tc.args, r.stdout, r.stderr)
+		}
+	}
+	if got := listDir(t, work) + "|" + listDir(t, mageCache); got != "|" {
+		t.Errorf("written before the refusal: %s", got)
+	}
 }

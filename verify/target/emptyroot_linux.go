@@ -14,6 +14,9 @@ import (
 	"time"
 )
 
+// nobody is the unprivileged user the binary under test runs as.
+const nobody = 65534
+
 // Empty-root run statuses.
 const (
 	EmptyRootOK          = "ok"          // started and exited 0 with output
@@ -67,12 +70,21 @@ func RunEmptyRoot(ctx context.Context, binary, tmpDir string, args ...string) *E
 		err := cmd.Run()
 		return strings.TrimSpace(out.String()), err
 	}
+	// As root: the binary under test runs as nobody in new mount, pid,
+	// network, ipc and uts namespaces, so it holds no capability (it cannot
+	// chroot again to escape the empty root) and reaches nothing of the host.
 	res.Via = "root"
-	attr := &syscall.SysProcAttr{Chroot: root}
+	attr := &syscall.SysProcAttr{
+		Chroot:     root,
+		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
+		Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}},
+		Setpgid:    true,
+	}
 	if os.Geteuid() != 0 {
 		// An unprivileged user may chroot inside a user namespace of its own.
 		res.Via = "user-namespace"
 		attr.Cloneflags = syscall.CLONE_NEWUSER
+		attr.Credential = nil
 		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
 	}

@@ -143,3 +143,37 @@ func TestLookupRejectsUnknownTargets(t *testing.T) {
 		t.Fatalf("Lookup(el6) = %v, want an error listing the known targets", err)
 	}
 }
+
+const escapeProgram = `package main
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+)
+
+func main() {
+	if err := syscall.Chroot("."); err != nil {
+		fmt.Println("chroot refused:", err)
+	} else {
+		fmt.Println("chroot allowed")
+	}
+	fmt.Println("uid", os.Getuid())
+}
+`
+
+// The binary under test gets no privilege in the empty root: run as root,
+// it is nobody without capabilities, so it cannot chroot its way out.
+func TestEmptyRootRunHasNoPrivilege(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the privilege drop applies to runs as root")
+	}
+	bin := buildProgram(t, escapeProgram, []string{"CGO_ENABLED=0"})
+	run := RunEmptyRoot(context.Background(), bin, t.TempDir())
+	if run.Status != EmptyRootOK {
+		t.Fatalf("run: %+v", run)
+	}
+	if !strings.Contains(run.Output, "chroot refused") || !strings.Contains(run.Output, "uid 65534") {
+		t.Fatalf("the binary kept privileges in the empty root:\n%s", run.Output)
+	}
+}

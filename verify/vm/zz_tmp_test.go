@@ -36,6 +36,7 @@ func TestZZProfile(t *testing.T) {
 	if bin == "" {
 		repoOnce.Do(func() { repo = fixture.NewRuncRepoIn(t, sharedDir) })
 		bin = repo.BuildRuncLinked(t, "v1.0.0-rc9", []string{"seccomp", "nokmem"}, false, fixture.LinkStatic)
+		copyTo(bin, "/tmp/vmwork/fixture-rc9-nokmem")
 	}
 	v := testVerifier(t, t.TempDir())
 	v.Append = strings.Fields(os.Getenv("ZZ_APPEND"))
