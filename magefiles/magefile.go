@@ -98,7 +98,7 @@ func Release(ctx context.Context, tag string) error { return targets.Release(ctx
 // Test runs the test suite (the same command as .ci/run).
 func Test(ctx context.Context) error { return targets.Test(ctx) }
 
-// Bench runs the benchmarks (cache-hit latency and the static verifier).
+// Bench runs the benchmarks (cache-hit latency, the static verifier, and whole build:runc and verify:runc processes against the plain recipe).
 func Bench(ctx context.Context) error { return targets.Bench(ctx) }
 
 // Settings lists every NOKMEM_* environment setting: the value in effect (secrets not shown), its default and its meaning.

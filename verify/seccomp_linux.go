@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -44,31 +45,35 @@ type tracedCall struct {
 	name  string
 	kind  callKind
 	fdArg int // callWrite: the argument holding the descriptor written to
+	// flagsArg, if not 0, is the argument holding open(2) flags: the
+	// filter stops only when they ask for write access (O_WRONLY, O_RDWR;
+	// a read-only or O_PATH descriptor can write nothing).
+	flagsArg int
 }
 
 // tracedCalls are the syscalls through which a process can open a file for
 // writing or write to one (x86-64 numbers), and those that remove a
 // directory.
 var tracedCalls = []tracedCall{
-	{unix.SYS_OPEN, "open", callOpen, 0},
-	{unix.SYS_CREAT, "creat", callOpen, 0},
-	{unix.SYS_OPENAT, "openat", callOpen, 0},
-	{unix.SYS_OPENAT2, "openat2", callOpen, 0},
-	{unix.SYS_OPEN_BY_HANDLE_AT, "open_by_handle_at", callOpen, 0},
-	{unix.SYS_WRITE, "write", callWrite, 0},
-	{unix.SYS_PWRITE64, "pwrite64", callWrite, 0},
-	{unix.SYS_WRITEV, "writev", callWrite, 0},
-	{unix.SYS_PWRITEV, "pwritev", callWrite, 0},
-	{unix.SYS_PWRITEV2, "pwritev2", callWrite, 0},
-	{unix.SYS_SENDFILE, "sendfile", callWrite, 0},
-	{unix.SYS_SPLICE, "splice", callWrite, 2},
-	{unix.SYS_COPY_FILE_RANGE, "copy_file_range", callWrite, 2},
-	{unix.SYS_IO_SETUP, "io_setup", callOpaque, 0},
-	{unix.SYS_IO_URING_SETUP, "io_uring_setup", callOpaque, 0},
-	{unix.SYS_IO_URING_ENTER, "io_uring_enter", callOpaque, 0},
-	{unix.SYS_IO_URING_REGISTER, "io_uring_register", callOpaque, 0},
-	{unix.SYS_RMDIR, "rmdir", callRemove, 0},
-	{unix.SYS_UNLINKAT, "unlinkat", callRemove, 0},
+	{nr: unix.SYS_OPEN, name: "open", kind: callOpen, flagsArg: 1},
+	{nr: unix.SYS_CREAT, name: "creat", kind: callOpen},
+	{nr: unix.SYS_OPENAT, name: "openat", kind: callOpen, flagsArg: 2},
+	{nr: unix.SYS_OPENAT2, name: "openat2", kind: callOpen}, // flags in a struct the filter cannot read
+	{nr: unix.SYS_OPEN_BY_HANDLE_AT, name: "open_by_handle_at", kind: callOpen, flagsArg: 2},
+	{nr: unix.SYS_WRITE, name: "write", kind: callWrite},
+	{nr: unix.SYS_PWRITE64, name: "pwrite64", kind: callWrite},
+	{nr: unix.SYS_WRITEV, name: "writev", kind: callWrite},
+	{nr: unix.SYS_PWRITEV, name: "pwritev", kind: callWrite},
+	{nr: unix.SYS_PWRITEV2, name: "pwritev2", kind: callWrite},
+	{nr: unix.SYS_SENDFILE, name: "sendfile", kind: callWrite},
+	{nr: unix.SYS_SPLICE, name: "splice", kind: callWrite, fdArg: 2},
+	{nr: unix.SYS_COPY_FILE_RANGE, name: "copy_file_range", kind: callWrite, fdArg: 2},
+	{nr: unix.SYS_IO_SETUP, name: "io_setup", kind: callOpaque},
+	{nr: unix.SYS_IO_URING_SETUP, name: "io_uring_setup", kind: callOpaque},
+	{nr: unix.SYS_IO_URING_ENTER, name: "io_uring_enter", kind: callOpaque},
+	{nr: unix.SYS_IO_URING_REGISTER, name: "io_uring_register", kind: callOpaque},
+	{nr: unix.SYS_RMDIR, name: "rmdir", kind: callRemove},
+	{nr: unix.SYS_UNLINKAT, name: "unlinkat", kind: callRemove},
 }
 
 func lookupCall(nr uint64) (tracedCall, bool) {
@@ -85,22 +90,32 @@ func lookupCall(nr uint64) (tracedCall, bool) {
 // mark of ours: a stop whose data lacks it came from another filter that
 // also asked for a trace (a seccomp profile the binary installed itself).
 const (
-	seccompMark    = 0x6b00
-	seccompNative  = seccompMark | 1 // x86-64 syscall from tracedCalls
-	seccompCompat  = seccompMark | 2 // another architecture: i386 (int 0x80, sysenter)
-	seccompX32     = seccompMark | 3 // x32 ABI (nr | __X32_SYSCALL_BIT)
-	x32SyscallBit  = 0x40000000
-	seccompDataArc = 4 // offsetof(struct seccomp_data, arch)
-	seccompDataNr  = 0 // offsetof(struct seccomp_data, nr)
+	seccompMark     = 0x6b00
+	seccompNative   = seccompMark | 1 // x86-64 syscall from tracedCalls
+	seccompCompat   = seccompMark | 2 // another architecture: i386 (int 0x80, sysenter)
+	seccompX32      = seccompMark | 3 // x32 ABI (nr | __X32_SYSCALL_BIT)
+	x32SyscallBit   = 0x40000000
+	seccompDataNr   = 0  // offsetof(struct seccomp_data, nr)
+	seccompDataArc  = 4  // offsetof(struct seccomp_data, arch)
+	seccompDataArgs = 16 // offsetof(struct seccomp_data, args): six u64, little-endian
 )
 
 // seccompFilter is the BPF program: every syscall of another ABI than
 // x86-64 (a 32-bit int 0x80 open, an x32 open) is traced, so that none can
-// slip past the x86-64 numbers; of the x86-64 ones, tracedCalls.
+// slip past the x86-64 numbers; of the x86-64 ones, tracedCalls, the open
+// calls with a flags argument only when it asks for write access.
+//
+//	ld arch; jeq x86-64 or trace(compat); ld nr; jlt x32 bit or trace(x32)
+//	jeq nr[i] → trace, or → the flags test of its argument   (one per call)
+//	ret ALLOW
+//	ld args[k] (low 32 bits); jset O_WRONLY|O_RDWR → trace, else → allow   (one per flags argument)
+//	ret ALLOW
+//	trace: ret TRACE|native
 func seccompFilter() []bpf.Instruction {
 	trace := func(data uint32) bpf.Instruction {
 		return bpf.RetConstant{Val: unix.SECCOMP_RET_TRACE | data}
 	}
+	allow := bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW}
 	p := []bpf.Instruction{
 		bpf.LoadAbsolute{Off: seccompDataArc, Size: 4},
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.AUDIT_ARCH_X86_64, SkipTrue: 1},
@@ -109,12 +124,31 @@ func seccompFilter() []bpf.Instruction {
 		bpf.JumpIf{Cond: bpf.JumpLessThan, Val: x32SyscallBit, SkipTrue: 1},
 		trace(seccompX32),
 	}
-	// One test per traced number, each jumping to the last instruction.
-	n := len(tracedCalls)
-	for i, c := range tracedCalls {
-		p = append(p, bpf.JumpIf{Cond: bpf.JumpEqual, Val: c.nr, SkipTrue: uint8(n - i)})
+	var flagArgs []int // the arguments with a flags test, in order
+	for _, c := range tracedCalls {
+		if c.flagsArg != 0 && !slices.Contains(flagArgs, c.flagsArg) {
+			flagArgs = append(flagArgs, c.flagsArg)
+		}
 	}
-	return append(p, bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW}, trace(seccompNative))
+	chain, n := len(p), len(tracedCalls)
+	firstTest := chain + n + 1               // after the chain and its ALLOW
+	lastAllow := firstTest + 2*len(flagArgs) // after the flags tests
+	traceAt := lastAllow + 1
+	for i, c := range tracedCalls {
+		to := traceAt
+		if c.flagsArg != 0 {
+			to = firstTest + 2*slices.Index(flagArgs, c.flagsArg)
+		}
+		p = append(p, bpf.JumpIf{Cond: bpf.JumpEqual, Val: c.nr, SkipTrue: uint8(to - (chain + i + 1))})
+	}
+	p = append(p, allow)
+	for j, arg := range flagArgs {
+		at := firstTest + 2*j + 1 // the jset
+		p = append(p,
+			bpf.LoadAbsolute{Off: seccompDataArgs + 8*uint32(arg), Size: 4}, // the low half: flags are an int
+			bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: unix.O_WRONLY | unix.O_RDWR, SkipTrue: uint8(traceAt - (at + 1)), SkipFalse: uint8(lastAllow - (at + 1))})
+	}
+	return append(p, allow, trace(seccompNative))
 }
 
 // launcherCode is the seccomp launcher: the first program the traced

@@ -20,19 +20,29 @@ import (
 // a user runs them, on the fixture runc repository (offline), against the
 // plain recipe a user would otherwise follow. `go tool mage bench` runs them
 // 5 times each (a build per iteration), the other benchmarks 20 times.
+// NOKMEM_BENCH_RUNC_REPO runs them on a real runc repository instead (a
+// local clone or mirror; NOKMEM_BENCH_RUNC_VERSION, default v1.0.0-rc10, a
+// release of matrix/runc.yaml; offline, add NOKMEM_GO_TOOLCHAIN=host).
 // Numbers depend on the machine's load: docs/verifier.md, "Where the time
 // goes", has measurements and how they were taken.
 
-const benchVersion = "v1.0.0-rc9"
-
-// benchEnv is the environment of every run: the fixture repository and its
-// overlay matrix and patches, the dynamic check on this host (no container
-// or VM runtime), plus extra.
-func benchEnv(b *testing.B, r *fixture.Repo, extra ...string) []string {
+// benchRepo is the runc repository the benchmarks build from, the release
+// they build, and the environment of every run: that repository (and for
+// the fixture its overlay matrix and patches), the dynamic check on this
+// host (no container or VM runtime) and required.
+func benchRepo(b *testing.B) (repo, version string, env []string) {
 	b.Helper()
+	env = []string{"NOKMEM_VERIFY_RUNTIME=host", "NOKMEM_DYNAMIC=require"}
+	if repo = os.Getenv("NOKMEM_BENCH_RUNC_REPO"); repo != "" {
+		version = os.Getenv("NOKMEM_BENCH_RUNC_VERSION")
+		if version == "" {
+			version = "v1.0.0-rc10"
+		}
+		return repo, version, append(env, "NOKMEM_RUNC_REPO="+repo)
+	}
+	r := fixture.NewRuncRepo(b)
 	mo, po := r.Overlay(b)
-	return append([]string{"NOKMEM_RUNC_REPO=" + r.Dir, "NOKMEM_MATRIX_OVERLAY=" + mo, "NOKMEM_PATCHES_OVERLAY=" + po,
-		"NOKMEM_VERIFY_RUNTIME=host", "NOKMEM_DYNAMIC=require"}, extra...)
+	return r.Dir, "v1.0.0-rc9", append(env, "NOKMEM_RUNC_REPO="+r.Dir, "NOKMEM_MATRIX_OVERLAY="+mo, "NOKMEM_PATCHES_OVERLAY="+po)
 }
 
 // timedMage runs `go tool mage args...` in the project root and returns how
@@ -52,18 +62,22 @@ func timedMage(b *testing.B, env []string, args ...string) time.Duration {
 }
 
 // plainRecipe is what one would do by hand: a shallow clone of the tag, and
-// go build -tags "seccomp nokmem" (in a GOPATH layout, as rc9 needs).
-func plainRecipe(b *testing.B, r *fixture.Repo) time.Duration {
+// go build -tags "seccomp nokmem" (in a GOPATH layout, as rc9 needs). The
+// clone goes to the same place each time, as by hand: a build's cache keys
+// include its directory, so a new directory each time would rebuild all.
+func plainRecipe(b *testing.B, repo, version, gopath string) time.Duration {
 	b.Helper()
-	gopath := b.TempDir()
 	src := filepath.Join(gopath, "src", "github.com", "opencontainers", "runc")
+	if err := os.RemoveAll(src); err != nil {
+		b.Fatal(err)
+	}
 	start := time.Now()
 	for _, c := range []struct {
 		dir  string
 		args []string
 		env  []string
 	}{
-		{gopath, []string{"git", "clone", "-q", "--depth", "1", "--branch", benchVersion, "file://" + r.Dir, src}, nil},
+		{gopath, []string{"git", "-c", "advice.detachedHead=false", "clone", "-q", "--depth", "1", "--branch", version, "file://" + repo, src}, nil},
 		{src, []string{"go", "build", "-tags", "seccomp nokmem", "-o", "runc", "."}, []string{"GOPATH=" + gopath, "GO111MODULE=off", "GOFLAGS="}},
 	} {
 		cmd := exec.Command(c.args[0], c.args[1:]...)
@@ -88,19 +102,19 @@ func median(d []time.Duration) time.Duration {
 // the medians and the ratio of the medians (the issue's target: 1.5).
 func BenchmarkWholeProcessBuildRunc(b *testing.B) {
 	testenv.RequireDynamic(b)
-	r := fixture.NewRuncRepo(b)
-	env := benchEnv(b, r)
+	repo, version, env := benchRepo(b)
 	fresh := func() []string {
 		return append(env, "NOKMEM_CACHE="+b.TempDir(), "NOKMEM_DIST="+filepath.Join(b.TempDir(), "dist"))
 	}
+	gopath := b.TempDir()
 	// Warm the Go build cache for both builds and the magefile binary.
-	plainRecipe(b, r)
-	timedMage(b, fresh(), "build:runc", benchVersion)
+	plainRecipe(b, repo, version, gopath)
+	timedMage(b, fresh(), "build:runc", version)
 	var plain, build []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		plain = append(plain, plainRecipe(b, r))
-		build = append(build, timedMage(b, fresh(), "build:runc", benchVersion))
+		plain = append(plain, plainRecipe(b, repo, version, gopath))
+		build = append(build, timedMage(b, fresh(), "build:runc", version))
 	}
 	b.StopTimer()
 	p, m := median(plain), median(build)
@@ -115,21 +129,21 @@ func BenchmarkWholeProcessBuildRunc(b *testing.B) {
 // medians, and the dynamic check's own time from the reports' timings.
 func BenchmarkWholeProcessVerifyRunc(b *testing.B) {
 	testenv.RequireDynamic(b)
-	r := fixture.NewRuncRepo(b)
+	_, version, env := benchRepo(b)
 	dist := filepath.Join(b.TempDir(), "dist")
-	env := append(benchEnv(b, r), "NOKMEM_CACHE="+b.TempDir(), "NOKMEM_DIST="+dist)
-	timedMage(b, env, "build:runc", benchVersion)
-	report := filepath.Join(dist, "reports", "runc-"+benchVersion+".verify.json")
+	env = append(env, "NOKMEM_CACHE="+b.TempDir(), "NOKMEM_DIST="+dist)
+	timedMage(b, env, "build:runc", version)
+	report := filepath.Join(dist, "reports", "runc-"+version+".verify.json")
 	var full, off, dyn []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		full = append(full, timedMage(b, env, "verify:runc", benchVersion))
+		full = append(full, timedMage(b, env, "verify:runc", version))
 		d, err := dynamicTotal(report)
 		if err != nil {
 			b.Fatal(err)
 		}
 		dyn = append(dyn, d)
-		off = append(off, timedMage(b, append(env, "NOKMEM_DYNAMIC=off"), "verify:runc", benchVersion))
+		off = append(off, timedMage(b, append(env, "NOKMEM_DYNAMIC=off"), "verify:runc", version))
 	}
 	b.StopTimer()
 	b.ReportMetric(median(full).Seconds(), "verify:runc-s")
