@@ -24,7 +24,7 @@ func TestDynamicCancelledAtEachPhaseIsAnError(t *testing.T) {
 		when  string // what the reason must say
 		runs  int    // how many runs were begun (the first begins with the self-test)
 	}{
-		{"", "", 2},                                                              // not cancelled: the control
+		{"", "", 2}, // not cancelled: the control
 		{"self-test", "the self-test beside it", 1},                              // the canary about to run, the first run beside it
 		{"self-test-done", "the self-test beside it", 1},                         // the canary done, the first run beside it
 		{"run-started:memory-limit", "during the memory-limit run", 1},           // during the first run

@@ -112,13 +112,6 @@ func kernelBefore4(rel string) bool {
 	return major > 0 && major < 4
 }
 
-// kernelAtLeast reports whether kernel release rel is major.minor or later.
-func kernelAtLeast(rel string, major, minor int) bool {
-	var ma, mi int
-	fmt.Sscanf(rel, "%d.%d", &ma, &mi)
-	return ma > major || (ma == major && mi >= minor)
-}
-
 // slabinfoState: on Linux < 4.0, memory.kmem.slabinfo fails with EIO
 // unless kmem accounting was activated for the cgroup.
 func slabinfoState(cg string) string {

@@ -85,9 +85,9 @@ func startFan(mount string, opt DynamicOptions) (*fanWatch, error) {
 
 // traceIfEnabled runs cmd under ptrace, or plainly when ptrace is disabled;
 // either way a cancelled ctx or the deadline kills it, and a ctx cancelled
-// already starts nothing. The seccomp launcher
-// is written into dir (the run's own scratch directory). ready is closed
-// once the command has started. beforeRemove: see ptraceRun.
+// already starts nothing. The seccomp launcher is written into dir (the
+// run's own scratch directory). ready is closed once the command has
+// started. beforeRemove: see ptraceRun.
 func traceIfEnabled(ctx context.Context, cmd *exec.Cmd, opt DynamicOptions, dir string, deadline time.Time, ready chan<- struct{}, beforeRemove func()) (traceOutcome, error) {
 	if ready == nil {
 		ready = make(chan struct{})

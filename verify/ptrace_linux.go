@@ -42,16 +42,11 @@ type traceOutcome struct {
 type tracee struct {
 	attached bool // its first stop (the attach SIGSTOP) was seen
 	// open is an open-family syscall whose exit the tracer waits for, to
-	// read the descriptor it returned; entries counts the syscall-entry
-	// stops that come first (one before Linux 4.8, none since).
-	open    *tracedCall
-	entries int
+	// read the descriptor it returned; stops counts the syscall stops seen
+	// since its seccomp stop.
+	open  *tracedCall
+	stops int
 }
-
-// seccompStopFirst: before Linux 4.8 the seccomp stop came before the
-// syscall-entry stop, so a tracer that resumes a seccomp stop with
-// PTRACE_SYSCALL sees the entry, then the exit; since 4.8 only the exit.
-var seccompStopFirst = !kernelAtLeast(kernelRelease(), 4, 8)
 
 // ptraceRun starts cmd under ptrace and follows it and every process and
 // thread it creates, until cmd's own process has exited and no traced task
@@ -122,42 +117,11 @@ func ptraceRun(ctx context.Context, cmd *exec.Cmd, launcher string, deadline tim
 		unix.Wait4(root, &ws, unix.WALL, nil)
 		return out, fmt.Errorf("ptrace: %w", err)
 	}
-	live := map[int]*tracee{root: {attached: true}}
-	launched := false // the launcher has installed the filter and run the program
-	rootEnded := false
-	seen := map[string]bool{}
-	record := func(tid int, call, path string) {
-		key := fmt.Sprintf("%d/%s/%s", tid, call, path)
-		if seen[key] {
-			return
-		}
-		seen[key] = true
-		out.events = append(out.events, Event{Detector: "ptrace", Pid: tid, Comm: comm(tid), Syscall: call, Path: path})
-	}
-	untraced := func(tid int, what string) {
-		key := "untraced/" + what
-		if seen[key] || len(out.untraced) >= 20 {
-			return
-		}
-		seen[key] = true
-		out.untraced = append(out.untraced, fmt.Sprintf("%s (pid %d, %s)", what, tid, comm(tid)))
-	}
-	var cutAt, killedAt time.Time
-	killAll := func() {
-		for tid := range live {
-			unix.Kill(tid, unix.SIGKILL)
-		}
-		// Also the process group (Setpgid above), for a child whose fork
-		// event was not seen yet; only while the root is not reaped, so
-		// that its pid cannot have been reused as another group's id.
-		if !rootEnded {
-			unix.Kill(-root, unix.SIGKILL)
-		}
-		killedAt = time.Now()
-	}
+	tr := &tracer{out: &out, root: root, program: program, beforeRemove: beforeRemove,
+		live: map[int]*tracee{root: {attached: true}}, seen: map[string]bool{}}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	for len(live) > 0 {
+	for len(tr.live) > 0 {
 		if out.end.cut == "" {
 			select {
 			case <-ctx.Done():
@@ -168,14 +132,14 @@ func ptraceRun(ctx context.Context, cmd *exec.Cmd, launcher string, deadline tim
 				}
 			}
 			if out.end.cut != "" {
-				cutAt = time.Now()
-				killAll()
+				tr.cutAt = time.Now()
+				tr.killAll()
 			}
-		} else if time.Since(killedAt) > time.Second {
-			if time.Since(cutAt) > 30*time.Second {
-				return out, fmt.Errorf("ptrace: %d traced task(s) did not die after SIGKILL", len(live))
+		} else if time.Since(tr.killedAt) > time.Second {
+			if time.Since(tr.cutAt) > 30*time.Second {
+				return out, fmt.Errorf("ptrace: %d traced task(s) did not die after SIGKILL", len(tr.live))
 			}
-			killAll()
+			tr.killAll()
 		}
 		// A SIGCHLD that arrives from here on wakes the wait below.
 		select {
@@ -183,12 +147,12 @@ func ptraceRun(ctx context.Context, cmd *exec.Cmd, launcher string, deadline tim
 		default:
 		}
 		progress := false
-		for tid, t := range live {
+		for tid, t := range tr.live {
 			got, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
 			if err == unix.ECHILD {
 				// Gone without a report: a thread whose id vanished when
 				// another thread of its process called execve.
-				delete(live, tid)
+				delete(tr.live, tid)
 				continue
 			}
 			if err == unix.EINTR || (err == nil && got <= 0) {
@@ -198,95 +162,8 @@ func ptraceRun(ctx context.Context, cmd *exec.Cmd, launcher string, deadline tim
 				return out, fmt.Errorf("wait: %w", err)
 			}
 			progress = true
-			switch {
-			case ws.Exited() || ws.Signaled():
-				delete(live, tid)
-				if tid == root {
-					c := out.end.cut
-					out.end, rootEnded = endOf(ws), true
-					out.end.cut = c
-					if !launched && c == "" {
-						return out, launcherFailure(program, out.end)
-					}
-				}
-				continue
-			case !ws.Stopped():
-				continue
-			}
-			out.stops++
-			sig := ws.StopSignal()
-			switch {
-			case sig == unix.SIGTRAP|0x80: // syscall stop: the exit of an open
-				if t.open != nil && t.entries > 0 {
-					t.entries--
-					unix.PtraceSyscall(tid, 0)
-					continue
-				}
-				if t.open != nil {
-					var regs unix.PtraceRegs
-					if err := unix.PtraceGetRegs(tid, &regs); err == nil && regs.Orig_rax == uint64(t.open.nr) && int64(regs.Rax) >= 0 {
-						fd := int(regs.Rax)
-						if p := fdPath(tid, fd); isKmem(p) && fdWritable(tid, fd) {
-							record(tid, t.open.name+"(write)", p)
-						}
-					}
-					t.open = nil
-				}
-				unix.PtraceCont(tid, 0)
-			case sig == unix.SIGTRAP && ws.TrapCause() == unix.PTRACE_EVENT_SECCOMP:
-				if c, ok := seccompStop(tid, untraced); ok && c.kind == callOpen {
-					t.open, t.entries = &c, 0
-					if seccompStopFirst {
-						t.entries = 1
-					}
-					unix.PtraceSyscall(tid, 0)
-					continue
-				} else if ok && c.kind == callWrite {
-					var regs unix.PtraceRegs
-					if err := unix.PtraceGetRegs(tid, &regs); err == nil {
-						fd := []uint64{regs.Rdi, regs.Rsi, regs.Rdx}[c.fdArg]
-						if p := fdPath(tid, int(int32(fd))); isKmem(p) {
-							record(tid, c.name, p)
-						}
-					}
-				} else if ok && c.kind == callRemove && beforeRemove != nil {
-					var regs unix.PtraceRegs
-					// rmdir, or unlinkat(dirfd, path, AT_REMOVEDIR)
-					if err := unix.PtraceGetRegs(tid, &regs); err == nil && (c.nr == unix.SYS_RMDIR || regs.Rdx&unix.AT_REMOVEDIR != 0) {
-						beforeRemove()
-					}
-				}
-				unix.PtraceCont(tid, 0)
-			case sig == unix.SIGTRAP: // fork, clone, exec events
-				switch ws.TrapCause() {
-				case unix.PTRACE_EVENT_FORK, unix.PTRACE_EVENT_VFORK, unix.PTRACE_EVENT_CLONE:
-					if msg, err := unix.PtraceGetEventMsg(tid); err == nil {
-						live[int(msg)] = &tracee{}
-						if out.end.cut != "" {
-							unix.Kill(int(msg), unix.SIGKILL)
-						}
-					}
-				case unix.PTRACE_EVENT_EXEC:
-					// A thread other than the leader called execve and took over
-					// the leader's id; its former id is gone.
-					if msg, err := unix.PtraceGetEventMsg(tid); err == nil && int(msg) != tid {
-						delete(live, int(msg))
-					}
-					if tid == root && !launched {
-						// The launcher ran the program; its filter must be in place.
-						launched = true
-						if !seccompFilterActive(root) {
-							killAll()
-							return out, errors.New("ptrace: the seccomp launcher ran the program without its filter in place")
-						}
-					}
-				}
-				unix.PtraceCont(tid, 0)
-			case sig == unix.SIGSTOP && !t.attached:
-				t.attached = true
-				unix.PtraceCont(tid, 0)
-			default:
-				unix.PtraceCont(tid, int(sig))
+			if err := tr.report(tid, t, ws); err != nil {
+				return out, err
 			}
 		}
 		if progress {
@@ -306,44 +183,10 @@ func ptraceRun(ctx context.Context, cmd *exec.Cmd, launcher string, deadline tim
 		}
 		timer.Stop()
 	}
-	if !rootEnded {
+	if !tr.rootEnded {
 		return out, errors.New("ptrace: lost track of the traced process before it exited")
 	}
 	return out, nil
-}
-
-// seccompStop reads what the filter reported for tid's syscall. ok is
-// false when the tracer has nothing to check for it: a syscall it cannot
-// see through, which untraced records.
-func seccompStop(tid int, untraced func(tid int, what string)) (c tracedCall, ok bool) {
-	data, err := unix.PtraceGetEventMsg(tid)
-	var regs unix.PtraceRegs
-	if err == nil {
-		err = unix.PtraceGetRegs(tid, &regs)
-	}
-	if err != nil {
-		// The task is gone (killed); it did not run the syscall.
-		return c, false
-	}
-	nr := regs.Orig_rax
-	switch data {
-	case seccompNative:
-		if c, ok := lookupCall(nr); ok {
-			if c.kind == callOpaque {
-				untraced(tid, c.name)
-				return c, false
-			}
-			return c, true
-		}
-		untraced(tid, fmt.Sprintf("x86-64 syscall %d the filter should not have stopped", nr))
-	case seccompCompat:
-		untraced(tid, fmt.Sprintf("32-bit syscall %d (int 0x80)", uint32(nr)))
-	case seccompX32:
-		untraced(tid, fmt.Sprintf("x32 syscall %d", uint32(nr)&^x32SyscallBit))
-	default:
-		untraced(tid, fmt.Sprintf("syscall %d stopped by another seccomp filter (data %#x)", nr, data))
-	}
-	return c, false
 }
 
 // launcherFailure explains a traced process that ended before the

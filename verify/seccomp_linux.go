@@ -28,7 +28,7 @@ const (
 	callOpen callKind = iota + 1
 	// callWrite writes through the descriptor in argument fdArg: resolved
 	// at entry, it counts if it names the kmem file, however it was opened
-	// (here, by a process outside the tree, passed over a socket, …).
+	// (inherited, passed over a socket by a process outside the tree, …).
 	callWrite
 	// callOpaque does file I/O the tracer cannot attribute to a descriptor
 	// it sees (io_uring, Linux AIO): a run that uses it is not a pass.

@@ -54,6 +54,7 @@ func TestEveryRouteToTheKmemFile(t *testing.T) {
 		{route: "openat-relative", ptrace: []string{"openat(write)", "write"}, result: "wrote"},
 		{route: "openat2-dirfd", ptrace: []string{"openat2(write)", "write"}, result: "wrote"},
 		{route: "open-by-handle", ptrace: []string{"open_by_handle_at(write)", "write"}, result: "wrote"},
+		{route: "opath-reopen", ptrace: []string{"open(write)", "write"}, result: "wrote"},
 		{route: "symlink-writev", ptrace: []string{"open(write)", "writev"}, result: "wrote"},
 		{route: "write-rmdir", ptrace: []string{"open(write)", "write"}, result: "wrote"},
 		{route: "child", ptrace: []string{"openat(write)", "write"}, result: "wrote", other: true},
@@ -76,6 +77,7 @@ func TestEveryRouteToTheKmemFile(t *testing.T) {
 		{route: "x32", untraced: "x32 syscall 2", result: "x32 open"},
 		{route: "int80", untraced: "32-bit syscall 5 (int 0x80)", result: ""},
 		// Not traced: none of them can change a cgroup file's value.
+		{route: "rdonly", result: "read"},
 		{route: "truncate", result: "value unchanged"},
 		{route: "mmap", result: "refused"},
 		{route: "ioctl", result: "refused"},
@@ -412,6 +414,21 @@ var routes = map[string]func(cg, scratch string){
 		}
 		check(fd, e, "open_by_handle_at")
 		writeAll(fd, "write")
+	},
+	// A read-only open, which the filter lets run: it can write nothing.
+	"rdonly": func(cg, _ string) {
+		fd := open(filepath.Join(cg, kmem), syscall.O_RDONLY)
+		b := make([]byte, 64)
+		if _, err := syscall.Read(int(fd), b); err != nil {
+			die("read: %v", err)
+		}
+		fmt.Println("result: read")
+	},
+	// An O_PATH descriptor (let through as read-only) made writable: only
+	// a new open can, through /proc/self/fd.
+	"opath-reopen": func(cg, _ string) {
+		fd := open(filepath.Join(cg, kmem), oPath)
+		writeAll(open(fmt.Sprintf("/proc/self/fd/%d", fd), syscall.O_WRONLY), "write")
 	},
 	// A symlink elsewhere that names the file, then writev.
 	"symlink-writev": func(cg, scratch string) {

@@ -50,6 +50,10 @@ const StartedLine = "nokmem-vm-init: started"
 const (
 	KindRunc  = "runc"  // verify.DynamicRunc: two runc run lifecycles
 	KindProbe = "probe" // verify.DynamicProbe: a kubelet kmem probe
+	// KindLeak is the leak reproducer: Item.Lifecycles untraced runc run
+	// lifecycles (verify.Lifecycle), with the memory cgroups counted before
+	// and after.
+	KindLeak = "leak"
 )
 
 // Job is what the host asks the guest to do.
@@ -74,6 +78,8 @@ type Item struct {
 	// Disable switches detectors off (verify.DynamicOptions.Disable): a
 	// check with one off must fail its self-test.
 	Disable []string `json:"disable,omitempty"`
+	// Lifecycles is how many lifecycles a KindLeak item runs.
+	Lifecycles int `json:"lifecycles,omitempty"`
 }
 
 // Result is the guest's report.
@@ -94,7 +100,37 @@ type ItemResult struct {
 	// SHA256 is the digest of the file the guest ran: the host compares it
 	// with the artifact.
 	SHA256  string                `json:"sha256"`
-	Dynamic *verify.DynamicResult `json:"dynamic"`
+	Dynamic *verify.DynamicResult `json:"dynamic,omitempty"`
+	Leak    *LeakResult           `json:"leak,omitempty"`
+}
+
+// LeakResult is what the leak reproducer saw for one binary.
+type LeakResult struct {
+	Lifecycles int    `json:"lifecycles"`
+	Failed     int    `json:"failed"`
+	FirstError string `json:"firstError,omitempty"`
+	Before     Count  `json:"before"`
+	After      Count  `json:"after"`
+	// AfterDropCaches is After once the kernel was asked to drop its
+	// caches (echo 3 > /proc/sys/vm/drop_caches), which frees what only
+	// reclaimable objects kept.
+	AfterDropCaches Count `json:"afterDropCaches"`
+}
+
+// Count is the memory cgroups the kernel counts and those that exist.
+type Count struct {
+	// Kernel is num_cgroups of the memory controller in /proc/cgroups: a
+	// removed cgroup counts until the kernel frees it.
+	Kernel int `json:"kernel"`
+	// Dirs are the cgroup directories in the memory hierarchy (the root
+	// among them).
+	Dirs int `json:"dirs"`
+}
+
+// Leaked is how many more removed memory cgroups the kernel still holds
+// after the lifecycles than before.
+func (l LeakResult) Leaked() int {
+	return (l.AfterDropCaches.Kernel - l.AfterDropCaches.Dirs) - (l.Before.Kernel - l.Before.Dirs)
 }
 
 // Caps is what the guest kernel offers the check, as the guest found it.

@@ -251,3 +251,37 @@ func isZombie(pid int) bool {
 	i := strings.LastIndexByte(string(b), ')')
 	return i > 0 && len(b) > i+2 && b[i+2] == 'Z'
 }
+
+// The leak reproducer runs untraced lifecycles and counts the memory
+// cgroups. Linux 6.1 frees every removed memory cgroup whatever runc wrote
+// (kmem.limit_in_bytes has no effect there), so neither build leaks on it;
+// on EL7's 3.10 the default build's count grows by one per lifecycle.
+func TestVMLeakReproducer(t *testing.T) {
+	requireVM(t)
+	r := fixtureRepo(t)
+	bins := []Binary{
+		{Name: "runc-nokmem", Path: r.BuildRunc(t, "v1.0.0-rc9", []string{"seccomp", "nokmem"}, false)},
+		{Name: "runc-default", Path: r.BuildRunc(t, "v1.0.0-rc9", []string{"seccomp"}, false)},
+	}
+	tmp := t.TempDir()
+	const n = 5
+	boot, err := testVerifier(t, tmp).Leak(context.Background(), bins, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ir := range boot.Result.Items {
+		l := ir.Leak
+		t.Logf("%s on %s: memory cgroups counted/existing %d/%d before, %d/%d after, %d/%d after drop_caches: leaked %d",
+			ir.Name, boot.Result.Caps.Kernel, l.Before.Kernel, l.Before.Dirs, l.After.Kernel, l.After.Dirs, l.AfterDropCaches.Kernel, l.AfterDropCaches.Dirs, l.Leaked())
+		if ir.Name != bins[i].Name || l.Lifecycles != n || l.Failed != 0 || l.Before.Kernel < 1 || l.Before.Dirs < 1 {
+			t.Errorf("%+v", l)
+		}
+		if l.AfterDropCaches.Dirs != l.Before.Dirs {
+			t.Errorf("%s: the lifecycles left cgroup directories: %+v", ir.Name, l)
+		}
+		if strings.HasPrefix(boot.Result.Caps.Kernel, "6.") && l.Leaked() != 0 {
+			t.Errorf("%s leaked %d memory cgroups on %s", ir.Name, l.Leaked(), boot.Result.Caps.Kernel)
+		}
+	}
+	assertEmpty(t, tmp)
+}

@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nokmem/nokmem/internal/owner"
@@ -76,8 +77,11 @@ type Verifier struct {
 
 	launcher launcher
 	qemu     string // tests: the emulator's path, instead of QEMU in PATH
-	initOnce sync.Mutex
-	initData []byte
+	// kvmFailed remembers that QEMU failed with KVM: later boots go
+	// straight to TCG.
+	kvmFailed atomic.Bool
+	initOnce  sync.Mutex
+	initData  []byte
 }
 
 // Binary is one binary to check in a boot.
@@ -89,6 +93,8 @@ type Binary struct {
 	Kind string
 	// Disable switches detectors off (for tests of the self-test).
 	Disable []string
+	// Lifecycles is how many lifecycles a guest.KindLeak binary runs.
+	Lifecycles int
 }
 
 // Boot is what one VM run gave.
@@ -116,6 +122,9 @@ func (v *Verifier) Verify(ctx context.Context, binary string, opt verify.Options
 		}
 		d := boot.Result.Items[0].Dynamic
 		d.Reason += fmt.Sprintf(" (in a VM: kernel %s, %s)", boot.Result.Caps.Kernel, boot.Accel)
+		for _, n := range boot.Notes {
+			d.Reason += "; " + n
+		}
 		return d, nil
 	})
 }
@@ -145,6 +154,22 @@ func (v *Verifier) SelfTest(ctx context.Context) (*Boot, error) {
 		}
 	}
 	return boot, nil
+}
+
+// Leak boots one VM that runs n untraced runc lifecycles of each binary (an
+// artifact and a default build, say), counting the memory cgroups before
+// and after (guest.LeakResult): the leak reproducer. Only a kernel that
+// leaks, such as EL7's 3.10, shows a difference (docs/vm.md).
+func (v *Verifier) Leak(ctx context.Context, bins []Binary, n int) (*Boot, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("vm: the leak reproducer needs at least one lifecycle")
+	}
+	leakBins := make([]Binary, len(bins))
+	for i, b := range bins {
+		b.Kind, b.Lifecycles = guest.KindLeak, n
+		leakBins[i] = b
+	}
+	return v.boot(ctx, leakBins, false)
 }
 
 func (v *Verifier) boot(ctx context.Context, bins []Binary, selfTest bool) (*Boot, error) {
@@ -187,7 +212,7 @@ func (v *Verifier) boot(ctx context.Context, bins []Binary, selfTest bool) (*Boo
 				files = append(files, f)
 			}
 		}
-		job.Items = append(job.Items, guest.Item{Name: b.Name, Kind: b.Kind, Disable: b.Disable})
+		job.Items = append(job.Items, guest.Item{Name: b.Name, Kind: b.Kind, Disable: b.Disable, Lifecycles: b.Lifecycles})
 	}
 	jb, _ := json.Marshal(job)
 	files = append(files, file{Name: guest.JobFile, Mode: 0o644, Data: jb})
@@ -207,7 +232,7 @@ func (v *Verifier) boot(ctx context.Context, bins []Binary, selfTest bool) (*Boo
 	defer reportFile.Close()
 
 	accels := []string{"tcg"}
-	if KVMUsable() {
+	if !v.kvmFailed.Load() && KVMUsable() {
 		accels = []string{"kvm", "tcg"}
 	}
 	var ex exit
@@ -234,6 +259,7 @@ func (v *Verifier) boot(ctx context.Context, bins []Binary, selfTest bool) (*Boo
 		// /init; boot again with TCG.
 		if i < len(accels)-1 && !ex.TimedOut && !ex.Cancelled && !strings.Contains(boot.Console, guest.StartedLine) {
 			boot.Notes = append(boot.Notes, "KVM did not work ("+ex.State+": "+firstLine(boot.Console)+"); booted with TCG")
+			v.kvmFailed.Store(true)
 			continue
 		}
 		break
@@ -252,9 +278,11 @@ func (v *Verifier) boot(ctx context.Context, bins []Binary, selfTest bool) (*Boo
 		return boot, fmt.Errorf("vm: report: %w", err)
 	}
 	res, err := guest.ReadReport(raw, job.Nonce)
-	if errors.Is(err, guest.ErrNoReport) {
+	if err != nil {
 		// A kernel without a second serial port: the console carries it.
-		res, err = guest.ReadReport([]byte(boot.Console), job.Nonce)
+		if cres, cerr := guest.ReadReport([]byte(boot.Console), job.Nonce); cerr == nil || errors.Is(err, guest.ErrNoReport) {
+			res, err = cres, cerr
+		}
 	}
 	if err != nil {
 		return boot, fmt.Errorf("vm: %s ended (%s) without a usable report: %w%s", what, ex.State, err, consoleTail(boot.Console))
@@ -275,7 +303,7 @@ func (v *Verifier) boot(ctx context.Context, bins []Binary, selfTest bool) (*Boo
 		if err != nil {
 			return boot, fmt.Errorf("vm: %w", err)
 		}
-		if ir.Name != b.Name || ir.SHA256 != sum || ir.Dynamic == nil {
+		if ir.Name != b.Name || ir.SHA256 != sum || (b.Kind == guest.KindLeak) != (ir.Leak != nil) || (b.Kind != guest.KindLeak) != (ir.Dynamic != nil) {
 			return boot, fmt.Errorf("vm: the guest's result %d is for %s (sha256 %s), not for %s (sha256 %s)", i, ir.Name, ir.SHA256, b.Path, sum)
 		}
 	}

@@ -54,6 +54,9 @@ func fixtureRepo(t *testing.T) *fixture.Repo {
 //	                openat(2) where the kernel has no openat2, e.g. 3.10)
 //	writer-symlink  through a symlink elsewhere that points at the file
 //	writer-child    from a child process it starts
+//
+// As probe-ok and probe-writer it is a kubelet kmem probe that creates its
+// memory cgroup, and writes the kmem file in it (probe-writer).
 const writerSource = `package main
 
 import (
@@ -69,6 +72,16 @@ import (
 func main() {
 	if p := os.Getenv("WRITER_CHILD_FILE"); p != "" {
 		must(os.WriteFile(p, []byte("1"), 0o600))
+		return
+	}
+	if name := filepath.Base(os.Args[0]); name == "probe-ok" || name == "probe-writer" {
+		// A kubelet kmem probe: probe <cgroupsPath> creates the memory
+		// cgroup, as Apply(-1) does, and leaves it.
+		dir := filepath.Join("/sys/fs/cgroup/memory", os.Args[1])
+		must(os.MkdirAll(dir, 0o755))
+		if name == "probe-writer" {
+			must(os.WriteFile(filepath.Join(dir, "memory.kmem.limit_in_bytes"), []byte("1"), 0o600))
+		}
 		return
 	}
 	var bundle string
@@ -168,7 +181,7 @@ func routeWriters(t *testing.T) []string {
 		if writerErr = err; err != nil {
 			return
 		}
-		for _, n := range []string{"writer-symlink", "writer-child"} {
+		for _, n := range []string{"writer-symlink", "writer-child", "probe-ok", "probe-writer"} {
 			if writerErr = os.WriteFile(filepath.Join(writerDir, n), b, 0o755); writerErr != nil {
 				return
 			}
@@ -191,6 +204,7 @@ type vmCase struct {
 	disable  []string
 	status   string // verify.DynPass, DynFail, DynError
 	reaction string // of the kernel-memory-limit run, for passes
+	kind     string // guest.KindRunc unless set
 }
 
 // One boot checks every writer the host mode catches and the nokmem builds
@@ -214,11 +228,19 @@ func TestVMCatchesWritersAndPassesNokmem(t *testing.T) {
 	for _, w := range routeWriters(t) {
 		cases = append(cases, vmCase{name: filepath.Base(w), path: w, status: verify.DynFail})
 	}
+	probes := map[string]string{"probe-ok": verify.DynPass, "probe-writer": verify.DynFail}
+	for _, name := range []string{"probe-ok", "probe-writer"} {
+		cases = append(cases, vmCase{name: name, path: filepath.Join(writerDir, name), status: probes[name], kind: guest.KindProbe})
+	}
 	tmp := t.TempDir()
 	v := testVerifier(t, tmp)
 	var bins []Binary
 	for _, c := range cases {
-		bins = append(bins, Binary{Name: c.name, Path: c.path, Kind: guest.KindRunc, Disable: c.disable})
+		kind := guest.KindRunc
+		if c.kind != "" {
+			kind = c.kind
+		}
+		bins = append(bins, Binary{Name: c.name, Path: c.path, Kind: kind, Disable: c.disable})
 	}
 	boot, err := v.Check(context.Background(), bins)
 	if err != nil {
@@ -265,6 +287,12 @@ func TestVMCatchesWritersAndPassesNokmem(t *testing.T) {
 					t.Errorf("detectors that saw the write: %v (%s)", seen, d.Reason)
 				}
 			case verify.DynPass:
+				if c.kind == guest.KindProbe {
+					if len(d.Runs) != 1 || !d.Runs[0].CgroupCreated || !d.Runs[0].Finished {
+						t.Errorf("probe run: %+v", d.Runs)
+					}
+					return
+				}
 				if len(d.Runs) != 2 || !d.Runs[0].CgroupCreated || d.Runs[0].MemoryLimit != "67108864" || !strings.HasPrefix(d.Runs[1].Reaction, c.reaction) {
 					t.Errorf("runs: %+v", d.Runs)
 				}
