@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"github.com/nokmem/nokmem/internal/digest"
 )
 
 // DynamicElsewhere makes the dynamic check somewhere other than this
@@ -15,9 +16,10 @@ type DynamicElsewhere func(ctx context.Context, kind, binary string) (*DynamicRe
 
 // VerifyWith is Verify with the dynamic check made by dyn. The static checks,
 // the decision and the target gate run here, exactly as in Verify, so a
-// report means the same whichever runtime made the dynamic check.
+// report means the same whichever runtime made the dynamic check
+// (TestVerifyWithIsVerify holds the two together).
 func VerifyWith(ctx context.Context, path string, opt Options, dyn DynamicElsewhere) (*Report, error) {
-	sum, err := fileSHA256(path)
+	sum, err := digest.File(path)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
@@ -44,6 +46,10 @@ func VerifyWith(ctx context.Context, path string, opt Options, dyn DynamicElsewh
 		return nil, fmt.Errorf("verify: dynamic check: no result")
 	}
 	r.decide(opt)
+	if why := st.KindMismatch(opt.Project); why != "" {
+		r.Passed, r.Verdict = false, Unknown
+		r.Reasons = append(r.Reasons, "verified as "+opt.Project+", but "+why)
+	}
 	if opt.Target != "" {
 		if err := r.ApplyTarget(ctx, path, opt); err != nil {
 			return nil, fmt.Errorf("verify: target %s: %w", opt.Target, err)

@@ -33,14 +33,14 @@ type Signal struct {
 
 // StaticResult is the outcome of the static checks.
 type StaticResult struct {
-	Verdict   Verdict  `json:"verdict"`
-	GoVersion string   `json:"goVersion,omitempty"`
+	Verdict   Verdict `json:"verdict"`
+	GoVersion string  `json:"goVersion,omitempty"`
 	// MainFile is the source file of main.main, which tells runc
 	// (…/runc/main.go) from kubelet (…/cmd/kubelet/…).
-	MainFile string `json:"mainFile,omitempty"`
-	Tags      string   `json:"tags,omitempty"`
-	Signals   []Signal `json:"signals"`
-	Reasons   []string `json:"reasons"`
+	MainFile string   `json:"mainFile,omitempty"`
+	Tags     string   `json:"tags,omitempty"`
+	Signals  []Signal `json:"signals"`
+	Reasons  []string `json:"reasons"`
 }
 
 // Static classifies a binary without running it.

@@ -12,11 +12,8 @@ package verify
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
-	"os"
+	"github.com/nokmem/nokmem/internal/digest"
 	"strings"
 
 	"github.com/nokmem/nokmem/verify/target"
@@ -79,7 +76,7 @@ type Options struct {
 
 // Verify checks one binary.
 func Verify(ctx context.Context, path string, opt Options) (*Report, error) {
-	sum, err := fileSHA256(path)
+	sum, err := digest.File(path)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
@@ -234,17 +231,4 @@ func (r *Report) Summary() string {
 		fmt.Fprintf(&b, "  - %s\n", reason)
 	}
 	return b.String()
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -17,12 +17,10 @@ package dist
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/nokmem/nokmem/internal/digest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -217,25 +215,11 @@ func CheckSums(dir string) (map[string]string, error) {
 	return sums, sc.Err()
 }
 
-// FileSHA256 hashes a file.
-func FileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
+// FileSHA256 hashes a file (internal/digest).
+func FileSHA256(path string) (string, error) { return digest.File(path) }
 
 // SHA256Hex hashes data.
-func SHA256Hex(data []byte) string {
-	s := sha256.Sum256(data)
-	return hex.EncodeToString(s[:])
-}
+func SHA256Hex(data []byte) string { return digest.Bytes(data) }
 
 // ReadJSON decodes dir/name into v.
 func ReadJSON(dir, name string, v any) error {

@@ -3,11 +3,10 @@ package guest
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nokmem/nokmem/internal/digest"
 	"io"
 	"io/fs"
 	"os"
@@ -127,7 +126,7 @@ func check(ctx context.Context, it Item, timeout time.Duration) (*ItemResult, er
 		return nil, fmt.Errorf("bad item name %q", it.Name)
 	}
 	path := filepath.Join(BinDir, it.Name)
-	sum, err := fileSHA256(path)
+	sum, err := digest.File(path)
 	if err != nil {
 		return nil, err
 	}
@@ -379,19 +378,6 @@ func copyFile(src, dst string, mode fs.FileMode) error {
 	}
 	// The umask must not narrow the mode an executable needs.
 	return os.Chmod(dst, mode)
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // leak runs n untraced lifecycles of the runc at path and counts the memory

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/nokmem/nokmem/internal/digest"
 	"io"
 	"os"
 	"path/filepath"
@@ -261,7 +262,7 @@ func TestCheckJudgesTheGuest(t *testing.T) {
 	if err := copyTo("/bin/true", bin); err != nil { // any ELF file
 		t.Fatal(err)
 	}
-	sum, _ := fileSHA256(bin)
+	sum, _ := digest.File(bin)
 	fit := guest.Caps{Kernel: "6.1.0-test", MemoryMount: "/sys/fs/cgroup/memory", KmemFile: true}
 	pass := func(job guest.Job) *guest.Result {
 		r := &guest.Result{Caps: fit}
@@ -324,7 +325,7 @@ func TestCheckReadsAReportOnTheConsole(t *testing.T) {
 	if err := copyTo("/bin/true", bin); err != nil {
 		t.Fatal(err)
 	}
-	sum, _ := fileSHA256(bin)
+	sum, _ := digest.File(bin)
 	vm := &consoleVM{sum: sum}
 	v := &Verifier{Kernel: kernel, Init: bin, TempDir: dir, launcher: vm, qemu: "/bin/false"}
 	boot, err := v.Check(context.Background(), []Binary{{Name: "runc", Path: bin, Kind: guest.KindRunc}})

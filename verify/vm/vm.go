@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nokmem/nokmem/internal/digest"
 	"io"
 	"os"
 	"os/exec"
@@ -242,7 +243,8 @@ func (v *Verifier) boot(ctx context.Context, bins []Binary, selfTest bool) (*Boo
 		if err := reportFile.Truncate(0); err != nil {
 			return nil, fmt.Errorf("vm: %w", err)
 		}
-		console := &tail{max: 64 << 10}
+		// Room for a report on the console (a kernel without ttyS1).
+		console := &tail{max: 8 << 20}
 		var out io.Writer = console
 		if v.Console != nil {
 			out = io.MultiWriter(console, v.Console)
@@ -299,7 +301,7 @@ func (v *Verifier) boot(ctx context.Context, bins []Binary, selfTest bool) (*Boo
 	}
 	for i, b := range bins {
 		ir := res.Items[i]
-		sum, err := fileSHA256(b.Path)
+		sum, err := digest.File(b.Path)
 		if err != nil {
 			return boot, fmt.Errorf("vm: %w", err)
 		}
