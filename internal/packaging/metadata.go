@@ -140,8 +140,14 @@ func (m *meta) upstream() (name, url, copyright string) {
 //go:embed legal/Apache-2.0
 var apacheLicense []byte
 
-//go:embed legal/runc-NOTICE
-var runcNotice string
+// runcAttribution is the attribution runc's NOTICE file asks for
+// (Apache-2.0 §4(d)); the file itself is in runc's source at the commit
+// the provenance names, and nokmem does not keep a copy of upstream files.
+const runcAttribution = "runc: Copyright 2012-2015 Docker, Inc.\n" +
+	"This product includes software developed at Docker, Inc. (http://www.docker.com).\n" +
+	"runc's NOTICE file, in its source at the commit named above, also carries an\n" +
+	"export-control notice: use and transfer may be subject to restrictions by\n" +
+	"the United States and other governments.\n"
 
 // modifications says what nokmem changed, from the provenance (Apache-2.0
 // §4(b): modified files carry prominent notices).
@@ -177,10 +183,10 @@ func (m *meta) notice() string {
 	b.WriteString("Modifications:\n")
 	b.WriteString(m.modifications())
 	if m.project == "kubelet" {
-		b.WriteString("\nKubernetes vendors third-party code, some of it under licences of its\nown and with NOTICE files of its own (vendor/ in the source above).\nThe NOTICE of runc, whose vendored copy nokmem modified, follows.\n")
+		b.WriteString("\nKubernetes vendors third-party code, some of it under licences of its\nown and with NOTICE files of its own (vendor/ in the source above).\nThe attribution of runc, whose vendored copy nokmem modified, follows.\n")
 	}
 	b.WriteString("\n---- NOTICE of runc ----\n\n")
-	b.WriteString(runcNotice)
+	b.WriteString(runcAttribution)
 	return b.String()
 }
 

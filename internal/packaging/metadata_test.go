@@ -206,7 +206,7 @@ func TestPackageMetadata(t *testing.T) {
 	}
 	// Apache-2.0 §4(b) and (d): what changed, and upstream's NOTICE.
 	for _, want := range []string{"libcontainer/cgroups/fs/memory.go: patch runc-memory-go-rc4-rc5.patch (sha256 abab", "commit d736ef14f0288d6993a1845745d6756cfc9ddd5a",
-		"---- NOTICE of runc ----\n\nrunc\n\nCopyright 2012-2015 Docker, Inc."} {
+		"---- NOTICE of runc ----\n\nrunc: Copyright 2012-2015 Docker, Inc.\nThis product includes software developed at Docker, Inc."} {
 		if !strings.Contains(string(notice), want) {
 			t.Errorf("NOTICE lacks %q:\n%s", want, notice)
 		}
