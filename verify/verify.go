@@ -13,7 +13,6 @@ package verify
 import (
 	"context"
 	"fmt"
-	"github.com/nokmem/nokmem/internal/digest"
 	"strings"
 
 	"github.com/nokmem/nokmem/verify/target"
@@ -74,44 +73,14 @@ type Options struct {
 	DynamicOptions
 }
 
-// Verify checks one binary.
+// Verify checks one binary, with the dynamic check made in this process.
 func Verify(ctx context.Context, path string, opt Options) (*Report, error) {
-	sum, err := digest.File(path)
-	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
-	}
-	st, err := Static(path)
-	if err != nil {
-		return nil, fmt.Errorf("verify: static checks: %w", err)
-	}
-	r := &Report{Schema: ReportSchema, Project: opt.Project, Binary: path, SHA256: sum, Static: st, Verdict: st.Verdict}
-	switch {
-	case opt.Dynamic == "off":
-		r.Dynamic = &DynamicResult{Status: DynOff, Reason: "switched off by the caller"}
-	case opt.Project == "runc":
-		r.Dynamic = DynamicRunc(ctx, path, opt.DynamicOptions)
-	case opt.Project == "kubelet" && opt.Probe != "":
-		r.Dynamic = DynamicProbe(ctx, opt.Probe, opt.DynamicOptions)
-	default:
-		r.Dynamic = &DynamicResult{Status: DynUnavailable, Reason: "a kubelet binary alone cannot be run far enough to create its cgroups here; " +
-			"the dynamic check runs the kmem probe built from the same tree (kept beside an artifact built by nokmem)"}
-	}
-	r.decide(opt)
-	if why := st.KindMismatch(opt.Project); why != "" {
-		r.Passed, r.Verdict = false, Unknown
-		r.Reasons = append(r.Reasons, "verified as "+opt.Project+", but "+why)
-	}
-	if opt.Target != "" {
-		if err := r.ApplyTarget(ctx, path, opt); err != nil {
-			return nil, fmt.Errorf("verify: target %s: %w", opt.Target, err)
+	return VerifyWith(ctx, path, opt, func(ctx context.Context, kind, binary string) (*DynamicResult, error) {
+		if kind == "probe" {
+			return DynamicProbe(ctx, binary, opt.DynamicOptions), nil
 		}
-	}
-	// An interrupted verification is never a pass, on any path.
-	if err := ctx.Err(); err != nil {
-		r.Passed = false
-		r.Reasons = append(r.Reasons, "the verification was interrupted ("+err.Error()+"); an interrupted check is never a pass")
-	}
-	return r, nil
+		return DynamicRunc(ctx, binary, opt.DynamicOptions), nil
+	})
 }
 
 // ApplyTarget checks that the binary can start on the nodes of opt.Target:

@@ -9,6 +9,7 @@ package mirror
 import (
 	"context"
 	"encoding/json"
+	"github.com/nokmem/nokmem/internal/packaging/packagingtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,20 +71,7 @@ func depStub(t *testing.T, dir, format, name, version string, signer *signing.Si
 	if format == "rpm" {
 		info.RPM.Signature.SignFn = signer.SignBinary
 	}
-	pkgr, err := nfpm.Get(format)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, pkgr.ConventionalFileName(info))
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := pkgr.Package(info, f); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return packagingtest.Write(t, dir, format, info)
 }
 
 func TestKubeletInstallsFromSignedMirror(t *testing.T) {

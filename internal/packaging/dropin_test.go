@@ -7,6 +7,7 @@ package packaging
 import (
 	"context"
 	"debug/elf"
+	"github.com/nokmem/nokmem/internal/packaging/packagingtest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,20 +72,7 @@ func upstreamPackage(t *testing.T, format, name, version, release string, fs []u
 	info := nfpm.WithDefaults(&nfpm.Info{Name: name, Arch: "amd64", Platform: "linux", Version: version, Release: release,
 		Maintainer: "Kubernetes Authors <kubernetes-dev@googlegroups.com>", Description: "upstream-shaped " + name,
 		Overridables: nfpm.Overridables{Contents: contents}})
-	pkgr, err := nfpm.Get(format)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, pkgr.ConventionalFileName(info))
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := pkgr.Package(info, f); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return packagingtest.Write(t, dir, format, info)
 }
 
 // dpkgRoot makes an empty dpkg database under root.

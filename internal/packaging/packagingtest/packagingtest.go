@@ -3,6 +3,7 @@
 package packagingtest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,6 +26,13 @@ func Stray(t testing.TB, dir, format, name, version, dst string, binary []byte) 
 	info := nfpm.WithDefaults(&nfpm.Info{Name: name, Arch: "amd64", Platform: "linux", Version: version, Release: "1",
 		Maintainer: "mallory <mallory@example.invalid>", Description: "not from packaging.Build",
 		Overridables: nfpm.Overridables{Contents: files.Contents{{Source: src, Destination: dst, FileInfo: &files.ContentFileInfo{Mode: 0o755}}}}})
+	return Write(t, dir, format, info)
+}
+
+// Write writes the package info describes, in format (rpm, deb), into dir
+// under its conventional file name, and returns its path.
+func Write(t testing.TB, dir, format string, info *nfpm.Info) string {
+	t.Helper()
 	pkgr, err := nfpm.Get(format)
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +47,19 @@ func Stray(t testing.TB, dir, format, name, version, dst string, binary []byte) 
 		t.Fatal(err)
 	}
 	return p
+}
+
+// Main runs a test binary's tests with HOME isolated (IsolateHome): call it
+// from TestMain.
+func Main(m *testing.M) {
+	cleanup, err := IsolateHome()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
 }
 
 // IsolateHome points HOME at a fresh temporary directory for a test
