@@ -43,7 +43,7 @@ func (Verify) Dist(ctx context.Context) error { return targets.VerifyDist(ctx) }
 // Host says which verifier runtimes this machine supports (host: root and a cgroup v1 memory hierarchy; docker; vm: QEMU and a kernel) and that both detectors catch a canary's write, here or in the VM (reads NOKMEM_VM_KERNEL).
 func (Verify) Host(ctx context.Context) error { return targets.VerifyHost(ctx) }
 
-// Leak runs the leak reproducer: <n> container lifecycles of runc <artifact> and of runc <default> (a default build) in one VM, with the kernel's count of memory cgroups before and after; only a leaking kernel such as EL7's 3.10 (NOKMEM_VM_KERNEL) shows the default build's leak (reads NOKMEM_VM_KERNEL, NOKMEM_VM_TIMEOUT).
+// Leak runs the leak reproducer: <n> container lifecycles of runc <artifact> and of runc <default> (a default build) in one VM, with the kernel's count of memory cgroups before and after; only a leaking kernel such as EL7's 3.10 (NOKMEM_VM_KERNEL) shows the default build's leak (reads NOKMEM_VM_KERNEL, NOKMEM_VM_TIMEOUT, NOKMEM_VM_SNAPSHOT).
 func (Verify) Leak(ctx context.Context, artifact, defaultBuild string, n int) error {
 	return targets.VerifyLeak(ctx, artifact, defaultBuild, n)
 }

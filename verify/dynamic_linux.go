@@ -93,6 +93,11 @@ type DynamicOptions struct {
 	// cgroup and limit takes at most four fifths of it, then the run is
 	// killed when it is not over by the end.
 	Timeout time.Duration
+	// RunFrom, when set, is the file the runc binary's processes are
+	// started from (a descriptor path such as /proc/<pid>/fd/<n>), with the
+	// binary's own path as their argv[0]: the verifier's VM runs runc from
+	// a sealed memfd (verify/guest).
+	RunFrom string
 
 	// hook, for tests, is called as the check reaches each phase:
 	// "self-test", "self-test-done", "run-started:<run>", "run-done:<run>",

@@ -112,7 +112,7 @@ func runOnce(ctx context.Context, binary, mount string, kernel int64, opt Dynami
 		if exists(filepath.Join(state, id)) {
 			// Not ctx: cleanup must also happen after a cancellation.
 			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			exec.CommandContext(cctx, binary, "--root", state, "delete", "--force", id).Run()
+			opt.command(exec.CommandContext(cctx, binary, "--root", state, "delete", "--force", id)).Run()
 			cancel()
 		}
 		removeCgroupEverywhere(id)
@@ -135,7 +135,7 @@ func runOnce(ctx context.Context, binary, mount string, kernel int64, opt Dynami
 	}
 	defer stdinW.Close()
 	defer stdinR.Close()
-	cmd := exec.Command(binary, "--root", state, "--log", filepath.Join(tmp, "log.json"), "run", "--bundle", bundle, id)
+	cmd := opt.command(exec.Command(binary, "--root", state, "--log", filepath.Join(tmp, "log.json"), "run", "--bundle", bundle, id))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdinR, out, out
 	cmd.Dir = bundle
 	cgDir := filepath.Join(mount, id)
@@ -164,6 +164,14 @@ func runOnce(ctx context.Context, binary, mount string, kernel int64, opt Dynami
 		rr.Events = append(rr.Events, Event{Detector: "slabinfo", Syscall: "kernel state", Path: filepath.Join(cgDir, "memory.kmem.slabinfo")})
 	}
 	return rr, cleanup, nil
+}
+
+// command starts cmd from opt.RunFrom, when set, keeping its argv[0].
+func (o DynamicOptions) command(cmd *exec.Cmd) *exec.Cmd {
+	if o.RunFrom != "" {
+		cmd.Path = o.RunFrom
+	}
+	return cmd
 }
 
 // observe watches the run's memory cgroup until it holds a process and the

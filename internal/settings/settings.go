@@ -60,7 +60,8 @@ var All = []Setting{
 	{"GITHUB_TOKEN", "", "the GitHub token release publishes with (NOKMEM_PUBLISH=1); never printed"},
 	{"NOKMEM_VERIFY_RUNTIME", "auto", "where the dynamic check runs: docker (the verifier image; verify targets), host, vm (a throwaway QEMU VM with its own cgroup v1 kernel; verify targets and builds, no root needed), or auto (vm where this host cannot verify natively and QEMU and a kernel are found, else docker for verify targets when an engine answers, else host)"},
 	{"NOKMEM_VM_KERNEL", "a /boot/vmlinuz-* with cgroup v1 memory, kmem and fanotify", "the VM's kernel (vmlinuz), e.g. an EL7 /boot/vmlinuz-3.10.0-*.el7.x86_64 to prove on the fleet's kernel (Debian 12: apt-get install linux-image-cloud-amd64 qemu-system-x86)"},
-	{"NOKMEM_VM_TIMEOUT", "5m", "time limit of one VM boot (kernel, self-test, runs); a VM still running then is killed and the check fails"},
+	{"NOKMEM_VM_TIMEOUT", "5m", "time limit of one check in a VM (boot or restore, self-test, runs); a VM still running then is killed and the check fails"},
+	{"NOKMEM_VM_SNAPSHOT", "1", "1: a check restores a snapshot of a guest booted once (kept in NOKMEM_CACHE/vm, checked by its sha256) instead of booting; 0: every check boots its own VM"},
 	{"NOKMEM_DOCKER_PRIVILEGED", "1", "0: run the verifier container with every capability but SYS_RESOURCE instead of --privileged"},
 	{"NOKMEM_RUNTIME_DEFAULT", "0", "runtime:containerd and runtime:docker: 1 also makes nokmem the default runtime (nokmem runtime --default)"},
 	{"NOKMEM_RUNTIME_REMOVE", "0", "runtime:containerd and runtime:docker: 1 takes the nokmem runtime out, and the default back to runc (nokmem runtime --remove)"},
@@ -97,6 +98,7 @@ type Env struct {
 	VerifyRuntime    string
 	VMKernel         string
 	VMTimeout        time.Duration
+	VMSnapshot       bool
 	Privileged       bool
 	CI               bool // CI=true: unpinned kubelet releases are refused
 	RuntimeDefault   bool
@@ -144,6 +146,13 @@ func Read(getenv func(string) string) (*Env, error) {
 		errs = append(errs, fmt.Errorf("NOKMEM_VERIFY_RUNTIME=%q: want auto, host, docker or vm", e.VerifyRuntime))
 	}
 	e.VMKernel = getenv("NOKMEM_VM_KERNEL")
+	switch v := getenv("NOKMEM_VM_SNAPSHOT"); v {
+	case "", "1", "true":
+		e.VMSnapshot = true
+	case "0", "false":
+	default:
+		errs = append(errs, fmt.Errorf("NOKMEM_VM_SNAPSHOT=%q: want 0 or 1", v))
+	}
 	if v := getenv("NOKMEM_VM_TIMEOUT"); v != "" {
 		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
 			errs = append(errs, fmt.Errorf("NOKMEM_VM_TIMEOUT=%q: want a duration such as 5m", v))
@@ -295,7 +304,15 @@ func (e *Env) UseVM() bool {
 
 // VM is the VM verifier for the nokmem tree at root.
 func (e *Env) VM(root string) *vm.Verifier {
-	return &vm.Verifier{Runner: run.Local{}, Root: root, Kernel: e.VMKernel, Timeout: e.VMTimeout}
+	v := &vm.Verifier{Runner: run.Local{}, Root: root, Kernel: e.VMKernel, Timeout: e.VMTimeout}
+	if e.VMSnapshot {
+		cache := e.Cache
+		if !filepath.IsAbs(cache) {
+			cache = filepath.Join(root, cache)
+		}
+		v.CacheDir = filepath.Join(cache, "vm")
+	}
+	return v
 }
 
 // verifier is what builds verify with: the VM when UseVM says so,

@@ -702,7 +702,10 @@ func VerifyHost(ctx context.Context) error {
 		for _, c := range boot.Result.SelfTest {
 			fmt.Printf("detector %-9s caught the canary in the VM: %v\n", c.Detector, c.Caught)
 		}
-		fmt.Printf("this host cannot verify natively (%s), but a VM can: kernel %s (%s), %s, %.1fs\n", p, boot.Result.Caps.Kernel, boot.Kernel.Path, boot.Accel, boot.Wall.Seconds())
+		fmt.Printf("this host cannot verify natively (%s), but a VM can: kernel %s (%s), %s, %s, %.1fs\n", p, boot.Result.Caps.Kernel, boot.Kernel.Path, boot.Accel, boot.How, boot.Wall.Seconds())
+		for _, n := range boot.Notes {
+			fmt.Printf("  note: %s\n", n)
+		}
 		return nil
 	}
 	if p := hostP; p != "" {

@@ -5,7 +5,9 @@
 // what the kernel offers, runs the same dynamic check as on a host
 // (verify.DynamicRunc or verify.DynamicProbe: self-test, both detectors,
 // the real runs) on each binary of its job, writes the results to a serial
-// port between markers, and powers the VM off.
+// port between markers, and powers the VM off. Its job comes in the
+// initramfs or, for a guest restored from a snapshot, through the job
+// channel (ChannelMagic).
 //
 // This file holds what the host and the guest share: the job, the result,
 // the capabilities and the framing of the report. init_linux.go is the
@@ -46,6 +48,37 @@ const (
 // lacks it means the kernel never started /init.
 const StartedLine = "nokmem-vm-init: started"
 
+// The job channel of a guest that waits for its job (Job.Await): QEMU's
+// ivshmem-plain device, whose second BAR is a memory file the host shares
+// with the VM. A guest booted once and saved as a snapshot after it printed
+// ReadyLine is restored for each check and given its job there: no boot per
+// check. The payload is an uncompressed newc cpio archive of JobFile, the
+// binaries and their libraries, sent in chunks through the channel's data
+// area (from ChannelData to the end): the host writes a chunk, its length
+// (ChannelLength) and whether it is the last (ChannelLast), then its
+// sequence number (ChannelSeq, from 1) and, with the first, ChannelMagic at
+// offset 0; the guest, polling, takes the chunk and writes its sequence
+// number to ChannelAck. The guest unpacks the archive into its root and
+// prints JobLine.
+const (
+	ChannelVendor = "0x1af4" // Red Hat, Inc. (QEMU's ivshmem)
+	ChannelDevice = "0x1110" // ivshmem
+	ChannelMagic  = uint64(0x314a4f4d454d4b4e)
+	ChannelSeq    = 8
+	ChannelLength = 16
+	ChannelLast   = 24
+	ChannelAck    = 32
+	ChannelData   = 4096
+	// ReadyLine: the guest is set up and waits on the channel.
+	ReadyLine = "nokmem-vm-init: ready for a job on the channel"
+	// JobLine: the guest took a job from the channel.
+	JobLine = "nokmem-vm-init: job received on the channel"
+	// TemplateNonce is the nonce of the job a waiting guest boots with: the
+	// same in every template, whose initramfs must be the same bytes when
+	// its snapshot is restored.
+	TemplateNonce = "template"
+)
+
 // Kinds of Item.
 const (
 	KindRunc  = "runc"  // verify.DynamicRunc: two runc run lifecycles
@@ -69,6 +102,15 @@ type Job struct {
 	Deadline time.Duration `json:"deadline"`
 	// SelfTest asks for the detectors' self-test on its own (verify:host).
 	SelfTest bool `json:"selfTest,omitempty"`
+	// Await: set up, print ReadyLine and wait for the real job on the job
+	// channel (a template to be saved as a snapshot).
+	Await bool `json:"await,omitempty"`
+	// Now is the host's clock, which the guest sets: a guest restored from
+	// a snapshot would otherwise keep the template's time.
+	Now time.Time `json:"now,omitzero"`
+	// Seed is mixed into the guest's random pool: every guest restored from
+	// one snapshot starts with the same pool.
+	Seed []byte `json:"seed,omitempty"`
 }
 
 // Item is one binary to check, at BinDir/Name in the guest.

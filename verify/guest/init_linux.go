@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/nokmem/nokmem/internal/digest"
 	"io"
 	"io/fs"
 	"os"
@@ -62,6 +61,16 @@ func run() (*Result, string) {
 		res.Error = err.Error()
 		return res, ""
 	}
+	if job.Await {
+		// A template: the host saves the VM once this waits, and gives the
+		// job to each VM restored from it.
+		if job, err = awaitJob(); err != nil {
+			res.Error = err.Error()
+			return res, TemplateNonce
+		}
+	}
+	applyHost(job)
+	logf("guest clock %s", time.Now().UTC().Format(time.RFC3339Nano))
 	// The host kills the VM at its own limit; stop a little earlier, so that
 	// a report (with the runs cancelled) still gets out.
 	deadline := job.Deadline
@@ -126,13 +135,23 @@ func check(ctx context.Context, it Item, timeout time.Duration) (*ItemResult, er
 		return nil, fmt.Errorf("bad item name %q", it.Name)
 	}
 	path := filepath.Join(BinDir, it.Name)
-	sum, err := digest.File(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	logf("checking %s (%s, sha256 %s)", it.Name, it.Kind, sum[:16])
+	defer f.Close()
 	opt := verify.DynamicOptions{TempDir: TempDir, Timeout: timeout, Disable: it.Disable}
-	ir := &ItemResult{Name: it.Name, SHA256: sum}
+	if it.Kind == KindRunc {
+		if m, runFrom, err := sealed(path); err == nil {
+			defer m.Close()
+			f, opt.RunFrom = m, runFrom
+		} else {
+			logf("%s runs from its file (no sealed memfd: %v)", it.Name, err)
+		}
+	}
+	digest := digestOf(f)
+	logf("checking %s (%s)", it.Name, it.Kind)
+	ir := &ItemResult{Name: it.Name}
 	switch it.Kind {
 	case KindRunc:
 		ir.Dynamic = verify.DynamicRunc(ctx, path, opt)
@@ -143,6 +162,11 @@ func check(ctx context.Context, it Item, timeout time.Duration) (*ItemResult, er
 	default:
 		return nil, fmt.Errorf("item %s: unknown kind %q", it.Name, it.Kind)
 	}
+	d := <-digest
+	if d.err != nil {
+		return nil, fmt.Errorf("item %s: sha256: %w", it.Name, d.err)
+	}
+	ir.SHA256 = d.sum
 	return ir, nil
 }
 

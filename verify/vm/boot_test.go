@@ -80,22 +80,34 @@ func TestVMSelfTest(t *testing.T) {
 	}
 }
 
-// Root is not needed: the whole verification of a nokmem build, as user
-// nobody (setpriv). Run as root, the test runs itself as nobody.
+// Root is not needed: the whole verification of a nokmem build passes and
+// that of a default build fails with the write as evidence, as user nobody
+// (setpriv), the first booting and saving a snapshot in the user's cache,
+// the second restoring it. Run as root, the test runs itself as nobody.
 func TestVMVerifyAsNonRoot(t *testing.T) {
 	requireVM(t)
 	if bin := os.Getenv("NOKMEM_TEST_VM_NONROOT_BINARY"); bin != "" {
 		if os.Geteuid() == 0 {
 			t.Fatal("the non-root run runs as root")
 		}
-		rep, err := testVerifier(t, t.TempDir()).Verify(context.Background(), bin, verify.Options{Project: "runc"})
+		v := warmVerifier(t, t.TempDir(), filepath.Join(os.Getenv("HOME"), "snapshots"))
+		rep, err := v.Verify(context.Background(), bin, verify.Options{Project: "runc"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !rep.Passed || rep.Dynamic.Status != verify.DynPass {
+		if !rep.Passed || rep.Dynamic.Status != verify.DynPass || !strings.Contains(rep.Dynamic.Reason, "booted and saved as a snapshot") {
 			t.Fatalf("as uid %d:\n%s", os.Geteuid(), rep.Summary())
 		}
-		t.Logf("as uid %d: %s", os.Geteuid(), rep.Dynamic.Reason)
+		t.Logf("as uid %d: %s: %s", os.Geteuid(), filepath.Base(bin), rep.Dynamic.Reason)
+		writer := os.Getenv("NOKMEM_TEST_VM_NONROOT_WRITER")
+		rep, err = v.Verify(context.Background(), writer, verify.Options{Project: "runc"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Passed || rep.Dynamic.Status != verify.DynFail || !strings.Contains(rep.Dynamic.Reason, verify.KmemFile) || !strings.Contains(rep.Dynamic.Reason, "restored from a snapshot") {
+			t.Fatalf("as uid %d, a default build:\n%s", os.Geteuid(), rep.Summary())
+		}
+		t.Logf("as uid %d: %s: %s", os.Geteuid(), filepath.Base(writer), rep.Dynamic.Reason)
 		return
 	}
 	if os.Geteuid() != 0 {
@@ -108,6 +120,10 @@ func TestVMVerifyAsNonRoot(t *testing.T) {
 	bin := fixtureRepo(t).BuildRuncLinked(t, "v1.0.0-rc9", []string{"seccomp", "nokmem"}, false, "")
 	shared := filepath.Join(sharedDir, "nonroot-runc")
 	if err := copyTo(bin, shared); err != nil {
+		t.Fatal(err)
+	}
+	writer := filepath.Join(sharedDir, "nonroot-runc-default")
+	if err := copyTo(fixtureRepo(t).BuildRuncLinked(t, "v1.0.0-rc9", []string{"seccomp"}, false, ""), writer); err != nil {
 		t.Fatal(err)
 	}
 	testVerifier(t, t.TempDir()) // builds /init into sharedDir
@@ -123,12 +139,12 @@ func TestVMVerifyAsNonRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", self, "-test.run=^TestVMVerifyAsNonRoot$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), "NOKMEM_TEST_VM_NONROOT_BINARY="+shared, "NOKMEM_TEST_VM_INIT="+initPath, "TMPDIR="+tmp, "HOME="+tmp)
+	cmd.Env = append(os.Environ(), "NOKMEM_TEST_VM_NONROOT_BINARY="+shared, "NOKMEM_TEST_VM_NONROOT_WRITER="+writer, "NOKMEM_TEST_VM_INIT="+initPath, "TMPDIR="+tmp, "HOME="+tmp)
 	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "as uid 65534") {
+	if err != nil || strings.Count(string(out), "as uid 65534") != 2 {
 		t.Fatalf("as nobody: %v\n%s", err, out)
 	}
-	t.Logf("%s", lastLines(string(out), 4))
+	t.Logf("%s", lastLines(string(out), 5))
 }
 
 // kill -9 of the process that runs a check leaves nothing: QEMU dies with

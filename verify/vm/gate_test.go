@@ -32,7 +32,8 @@ var (
 
 // testVerifier returns a Verifier whose /init is built once per test binary
 // (NOKMEM_TEST_VM_INIT: a prebuilt one, e.g. for a run as another user
-// whose Go cannot build), with temp files in tmp.
+// whose Go cannot build), with temp files in tmp. It keeps no snapshots:
+// every check boots (warmVerifier restores).
 func testVerifier(t testing.TB, tmp string) *Verifier {
 	t.Helper()
 	initOnce.Do(func() {
@@ -58,3 +59,16 @@ func testVerifier(t testing.TB, tmp string) *Verifier {
 	}
 	return &Verifier{Init: initPath, TempDir: tmp, Kernel: os.Getenv("NOKMEM_VM_KERNEL")}
 }
+
+// warmVerifier is testVerifier with snapshots in cache: the first check of
+// a cache boots and saves, the next ones restore.
+func warmVerifier(t testing.TB, tmp, cache string) *Verifier {
+	t.Helper()
+	v := testVerifier(t, tmp)
+	v.CacheDir = cache
+	return v
+}
+
+// sharedCache is the snapshot cache the tests that restore share, so that
+// only the first of them boots.
+func sharedCache() string { return filepath.Join(sharedDir, "snapshots") }

@@ -23,10 +23,11 @@ type file struct {
 	Source string
 }
 
-// initramfs writes a gzip-compressed newc cpio archive, as the kernel
-// unpacks into its rootfs: every parent directory before its files, each
-// file with one link and an inode number of its own (the kernel links
-// entries that share an inode and have more than one link).
+// writeInitramfs writes a gzip-compressed newc cpio archive, as the kernel
+// unpacks into its rootfs: the mount points /init needs, every parent
+// directory before its files, each file with one link and an inode number
+// of its own (the kernel links entries that share an inode and have more
+// than one link).
 //
 // The archive holds no device nodes: the kernel's own built-in initramfs
 // (usr/default_cpio_list, in every kernel built without
@@ -37,7 +38,20 @@ func writeInitramfs(w io.Writer, files []file) error {
 	if err != nil {
 		return err
 	}
-	cw := cpio.NewWriter(zw)
+	if err := archive(zw, files, []string{"/dev", "/proc", "/sys", "/tmp", "/run"}); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+// writeArchive writes files as an uncompressed newc cpio archive: a job's
+// payload for the job channel, which the guest unpacks into its root.
+func writeArchive(w io.Writer, files []file) error {
+	return archive(w, files, nil)
+}
+
+func archive(w io.Writer, files []file, mountPoints []string) error {
+	cw := cpio.NewWriter(w)
 	ino := int64(1)
 	dirs := map[string]bool{"/": true}
 	var mkdir func(dir string) error
@@ -54,7 +68,7 @@ func writeInitramfs(w io.Writer, files []file) error {
 	}
 	sorted := append([]file(nil), files...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
-	for _, d := range []string{"/dev", "/proc", "/sys", "/tmp", "/run"} {
+	for _, d := range mountPoints {
 		if err := mkdir(d); err != nil {
 			return err
 		}
@@ -68,6 +82,7 @@ func writeInitramfs(w io.Writer, files []file) error {
 		}
 		data := f.Data
 		if data == nil {
+			var err error
 			if data, err = os.ReadFile(f.Source); err != nil {
 				return fmt.Errorf("initramfs: %w", err)
 			}
@@ -81,10 +96,7 @@ func writeInitramfs(w io.Writer, files []file) error {
 			return err
 		}
 	}
-	if err := cw.Close(); err != nil {
-		return err
-	}
-	return zw.Close()
+	return cw.Close()
 }
 
 // binaryFiles returns the files that let binary run in the guest as name:

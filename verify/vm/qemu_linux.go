@@ -39,53 +39,88 @@ type exit struct {
 type processLauncher struct{}
 
 func (processLauncher) launch(ctx context.Context, argv []string, extra []*os.File, console io.Writer, limit time.Duration) (exit, error) {
-	type done struct {
-		ex  exit
-		err error
+	p, err := startVM(argv, extra, console)
+	if err != nil {
+		return exit{}, err
 	}
-	ch := make(chan done, 1)
+	return p.wait(ctx, time.Now().Add(limit))
+}
+
+// vmProc is a running QEMU.
+type vmProc struct {
+	pid   int
+	done  chan struct{} // closed once QEMU is reaped
+	err   error         // of cmd.Wait, once done
+	state string        // "exit status 0", "signal: killed", …, once done
+}
+
+// startVM starts argv with extra as descriptors 3, 4, … and its output
+// going to console, in a process group of its own, with SIGKILL as its
+// parent-death signal.
+func startVM(argv []string, extra []*os.File, console io.Writer) (*vmProc, error) {
+	p := &vmProc{done: make(chan struct{})}
+	started := make(chan error, 1)
 	go func() {
 		// The parent-death signal follows the thread that started the
 		// child, not the process: keep this goroutine on its thread until
 		// the child is reaped (the thread ends with the goroutine).
 		runtime.LockOSThread()
-		ex, err := runLocked(ctx, argv, extra, console, limit)
-		ch <- done{ex, err}
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.ExtraFiles = extra
+		cmd.Stdout, cmd.Stderr = console, console
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		p.pid = cmd.Process.Pid
+		started <- nil
+		p.err = cmd.Wait()
+		p.state = cmd.ProcessState.String()
+		close(p.done)
 	}()
-	d := <-ch
-	return d.ex, d.err
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	return p, nil
 }
 
-func runLocked(ctx context.Context, argv []string, extra []*os.File, console io.Writer, limit time.Duration) (exit, error) {
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.ExtraFiles = extra
-	cmd.Stdout, cmd.Stderr = console, console
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return exit{}, fmt.Errorf("start %s: %w", argv[0], err)
+// kill kills QEMU's whole process group and waits until it is reaped.
+func (p *vmProc) kill() {
+	unix.Kill(-p.pid, unix.SIGKILL)
+	<-p.done
+}
+
+// exited says whether QEMU has ended.
+func (p *vmProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
 	}
-	waitc := make(chan error, 1)
-	go func() { waitc <- cmd.Wait() }()
-	timer := time.NewTimer(limit)
+}
+
+// wait waits until QEMU ends, ctx is done or deadline passes; then it kills
+// the group (QEMU and anything it may have started).
+func (p *vmProc) wait(ctx context.Context, deadline time.Time) (exit, error) {
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	var ex exit
-	var err error
 	select {
-	case err = <-waitc:
+	case <-p.done:
 	case <-timer.C:
 		ex.TimedOut = true
 	case <-ctx.Done():
 		ex.Cancelled = true
 	}
 	if ex.TimedOut || ex.Cancelled {
-		// The whole group: QEMU and anything it may have started.
-		unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
-		err = <-waitc
+		p.kill()
 	}
-	ex.State = cmd.ProcessState.String()
+	ex.State = p.state
 	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		return ex, err
+	if p.err != nil && !errors.As(p.err, &ee) {
+		return ex, p.err
 	}
 	return ex, nil
 }

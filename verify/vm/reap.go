@@ -11,21 +11,21 @@ import (
 // buildPrefix names the directory /init is built in:
 // nokmem-vm-build-<owner>-<random> (internal/owner), removed before
 // BuildInit returns. Only a process killed during the build leaves one;
-// the next check removes it once its owner is gone. Nothing else the VM
-// mode makes is on disk.
+// the next check removes it once its owner is gone.
 const buildPrefix = "nokmem-vm-build-"
 
-// reapBuildDirs removes the build directories in dir whose owner is
-// certainly gone, and returns them.
-func reapBuildDirs(dir string) []string {
+// reapOwned removes the entries of dir named <prefix><owner>-<random>
+// whose owner is certainly gone, and returns them: what a process killed
+// at the wrong moment left (a build directory, a snapshot being written).
+func reapOwned(dir, prefix string) []string {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
 	}
 	var out []string
 	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), buildPrefix)
-		if !ok || !e.IsDir() {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok {
 			continue
 		}
 		i := strings.LastIndexByte(rest, '-')

@@ -232,8 +232,6 @@ func TestVMCatchesWritersAndPassesNokmem(t *testing.T) {
 	for _, name := range []string{"probe-ok", "probe-writer"} {
 		cases = append(cases, vmCase{name: name, path: filepath.Join(writerDir, name), status: probes[name], kind: guest.KindProbe})
 	}
-	tmp := t.TempDir()
-	v := testVerifier(t, tmp)
 	var bins []Binary
 	for _, c := range cases {
 		kind := guest.KindRunc
@@ -242,11 +240,34 @@ func TestVMCatchesWritersAndPassesNokmem(t *testing.T) {
 		}
 		bins = append(bins, Binary{Name: c.name, Path: c.path, Kind: kind, Disable: c.disable})
 	}
+	// Booted with the job in the initramfs, and restored from a snapshot
+	// with the job sent through the channel (what a check does by default).
+	t.Run("booted", func(t *testing.T) {
+		tmp := t.TempDir()
+		checkBatch(t, testVerifier(t, tmp), bins, cases, "booted")
+		assertEmpty(t, tmp)
+	})
+	t.Run("restored", func(t *testing.T) {
+		tmp := t.TempDir()
+		v := warmVerifier(t, tmp, sharedCache())
+		// The first check of a cache boots and saves.
+		if _, err := v.Check(context.Background(), bins[:1]); err != nil {
+			t.Fatal(err)
+		}
+		checkBatch(t, v, bins, cases, "restored from a snapshot")
+		assertEmpty(t, tmp)
+	})
+}
+
+func checkBatch(t *testing.T, v *Verifier, bins []Binary, cases []vmCase, how string) {
 	boot, err := v.Check(context.Background(), bins)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("kernel %s (%s), %s, %d binaries in %s (guest uptime %.1fs)", boot.Kernel.Path, boot.Result.Caps.Kernel, boot.Accel, len(bins), boot.Wall, boot.Result.Uptime)
+	t.Logf("kernel %s (%s), %s, %s, %d binaries in %s (guest uptime %.1fs)", boot.Kernel.Path, boot.Result.Caps.Kernel, boot.Accel, boot.How, len(bins), boot.Wall, boot.Result.Uptime)
+	if boot.How != how {
+		t.Errorf("the VM was %s, not %s (%v)", boot.How, how, boot.Notes)
+	}
 	for i, c := range cases {
 		d := boot.Result.Items[i].Dynamic
 		t.Run(c.name, func(t *testing.T) {
@@ -303,7 +324,6 @@ func TestVMCatchesWritersAndPassesNokmem(t *testing.T) {
 			}
 		})
 	}
-	assertEmpty(t, tmp)
 }
 
 // The route writers are caught by the host mode too: the VM mode is no
