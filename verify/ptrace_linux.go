@@ -135,11 +135,15 @@ func ptraceRun(ctx context.Context, cmd *exec.Cmd, launcher string, deadline tim
 				tr.cutAt = time.Now()
 				tr.killAll()
 			}
-		} else if time.Since(tr.killedAt) > time.Second {
-			if time.Since(tr.cutAt) > 30*time.Second {
-				return out, fmt.Errorf("ptrace: %d traced task(s) did not die after SIGKILL", len(tr.live))
+		} else {
+			// Tasks born while the kill went out are traced all the same.
+			tr.adoptUnseen()
+			if time.Since(tr.killedAt) > time.Second {
+				if time.Since(tr.cutAt) > 30*time.Second {
+					return out, fmt.Errorf("ptrace: %d traced task(s) did not die after SIGKILL", len(tr.live))
+				}
+				tr.killAll()
 			}
-			tr.killAll()
 		}
 		// A SIGCHLD that arrives from here on wakes the wait below.
 		select {

@@ -3,6 +3,9 @@ package verify
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -157,6 +160,31 @@ func (tr *tracer) killAll() {
 		unix.Kill(-tr.root, unix.SIGKILL)
 	}
 	tr.killedAt = time.Now()
+}
+
+// adoptUnseen adds the threads and children of the traced tasks that the
+// tracer never heard of: a task killed in the stop of its clone or fork
+// event no longer answers PTRACE_GETEVENTMSG, but the new task it made is
+// traced all the same (auto-attached) and must be reaped here; an unreaped
+// thread keeps its leader from ever being reported dead.
+func (tr *tracer) adoptUnseen() {
+	for tid := range tr.live {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", tid))
+		for _, task := range tasks {
+			tr.adopt(task.Name())
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", tid, task.Name()))
+			for _, child := range strings.Fields(string(b)) {
+				tr.adopt(child)
+			}
+		}
+	}
+}
+
+func (tr *tracer) adopt(id string) {
+	if tid, err := strconv.Atoi(id); err == nil && tr.live[tid] == nil {
+		tr.live[tid] = &tracee{}
+		unix.Kill(tid, unix.SIGKILL) // only called once the run is cut short
+	}
 }
 
 // seccompStop reads what the filter reported for tid's syscall. ok is
