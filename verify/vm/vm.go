@@ -267,6 +267,13 @@ func (v *Verifier) boot(ctx context.Context, bins []Binary, selfTest bool) (*Boo
 		return boot, fmt.Errorf("vm: kernel %s did not start the verifier as /init (QEMU %s); it must boot an initramfs with rdinit=/init and print on ttyS0 (CONFIG_SERIAL_8250_CONSOLE)%s", k.Path, ex.State, consoleTail(boot.Console))
 	}
 	res, err := guest.ReadReport(a.report, job.Nonce)
+	if errors.Is(err, guest.ErrNoReport) {
+		// A waiting guest that could not take its job reports under the
+		// template's nonce (its Error says why).
+		if tres, terr := guest.ReadReport(a.report, guest.TemplateNonce); terr == nil && tres.Error != "" {
+			res, err = tres, nil
+		}
+	}
 	if err != nil {
 		// A kernel without a second serial port: the console carries it.
 		if cres, cerr := guest.ReadReport([]byte(boot.Console), job.Nonce); cerr == nil || errors.Is(err, guest.ErrNoReport) {
