@@ -27,7 +27,7 @@ func awaitJob() (*Job, error) {
 		return nil, fmt.Errorf("no job channel: %w", err)
 	}
 	defer unix.Munmap(region)
-	logf("%s", ReadyLine)
+	fmt.Println(ReadyLine)
 	word := func(off int) *uint64 { return (*uint64)(unsafe.Pointer(&region[off])) }
 	for atomic.LoadUint64(word(0)) != ChannelMagic {
 		time.Sleep(time.Millisecond)
@@ -62,7 +62,7 @@ func awaitJob() (*Job, error) {
 	if err := <-extracted; err != nil {
 		return nil, fmt.Errorf("job channel: %w", err)
 	}
-	logf("%s (%d bytes)", JobLine, total)
+	fmt.Printf("%s (%d bytes)\n", JobLine, total)
 	return readJob()
 }
 

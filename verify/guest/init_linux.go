@@ -33,7 +33,7 @@ func Main() {
 		os.Exit(2)
 	}
 	if os.Getenv(stageEnv) == "" {
-		logf("%s", StartedLine)
+		fmt.Println(StartedLine)
 		// Only returns on failure: runc cannot pivot_root out of the
 		// initramfs (rootfs), so the files move to a tmpfs that becomes /.
 		if err := switchRoot(); err != nil {

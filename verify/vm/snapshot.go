@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nokmem/nokmem/verify/guest"
 )
@@ -75,21 +78,97 @@ func snapshotKey(args []string, initramfs []byte, files ...string) (string, erro
 	return hex.EncodeToString(h.Sum(nil))[:32], nil
 }
 
-// snapshot is a cached snapshot: <key>.<sha256>.snapshot.
+// snapshot is a cached snapshot: <key>.<digest>.snapshot, where digest is
+// the sha256 of the key and the file's bytes (snapshotDigest): a snapshot
+// renamed to another key does not check out.
 type snapshot struct {
 	path, sum string
 }
 
+// snapshotDigest is the sha256 of key, a newline and what r holds.
+func snapshotDigest(key string, r io.Reader) (string, error) {
+	h := sha256.New()
+	io.WriteString(h, key+"\n")
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// parseSnapshotName splits <key>.<digest>.snapshot; ok is false for any
+// other name (nokmem's names only: 32 and 64 hex digits).
+func parseSnapshotName(name string) (key, sum string, ok bool) {
+	rest, ok := strings.CutSuffix(name, snapshotSuffix)
+	if !ok {
+		return "", "", false
+	}
+	key, sum, ok = strings.Cut(rest, ".")
+	if !ok || len(key) != 32 || len(sum) != 64 || !isHex(key) || !isHex(sum) {
+		return "", "", false
+	}
+	return key, sum, true
+}
+
+func isHex(s string) bool {
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// trusted says why the file or directory at p must not be used ("" when
+// it may): it must be of this user, not writable by group or others, and
+// (a snapshot) a regular file, not a link, a FIFO or a device. Whoever can
+// write a snapshot decides what the restored guest reports.
+func trusted(p string, dir bool) string {
+	st, err := os.Lstat(p)
+	if err != nil {
+		return err.Error()
+	}
+	sys, _ := st.Sys().(*syscall.Stat_t)
+	switch {
+	case dir && !st.IsDir():
+		return p + " is not a directory"
+	case !dir && !st.Mode().IsRegular():
+		return p + " is not a regular file"
+	case sys == nil || int(sys.Uid) != os.Geteuid():
+		return p + " belongs to another user"
+	case st.Mode().Perm()&0o022 != 0:
+		return fmt.Sprintf("%s is writable by others (mode %v)", p, st.Mode().Perm())
+	}
+	return ""
+}
+
+// cacheDir makes dir (0700) if need be and checks that it is this user's
+// alone; an existing directory of this user's is narrowed to 0700.
+func cacheDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if why := trusted(dir, true); why != "" {
+		if st, err := os.Lstat(dir); err == nil && st.IsDir() {
+			if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) == os.Geteuid() && os.Chmod(dir, 0o700) == nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("the snapshot cache is not this user's alone: %s", why)
+	}
+	return nil
+}
+
 // findSnapshot returns the snapshot saved for key, if any (the most
-// recently used, should two runs have saved one each).
+// recently used, should two runs have saved one each). Files that are not
+// this user's regular files are left out.
 func findSnapshot(dir, key string) (snapshot, bool) {
-	paths, _ := filepath.Glob(filepath.Join(dir, key+".*"+snapshotSuffix))
+	entries, _ := os.ReadDir(dir)
 	var best snapshot
 	var bestMod time.Time
-	for _, p := range paths {
-		sum := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), key+"."), snapshotSuffix)
-		st, err := os.Stat(p)
-		if err != nil || len(sum) != 64 {
+	for _, e := range entries {
+		k, sum, ok := parseSnapshotName(e.Name())
+		if !ok || k != key {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		st, err := os.Lstat(p)
+		if err != nil || trusted(p, false) != "" {
 			continue
 		}
 		if best.path == "" || st.ModTime().After(bestMod) {
@@ -99,16 +178,39 @@ func findSnapshot(dir, key string) (snapshot, bool) {
 	return best, best.path != ""
 }
 
-// open opens the snapshot for QEMU, and hashes it beside from a second
-// descriptor on the same file (snapshots are never written once in place):
-// the channel gives the digest, which is checked before the restored guest
-// runs.
-func (s snapshot) open() (*os.File, <-chan digestResult, error) {
-	f, err := os.Open(s.path)
+// open opens the snapshot for QEMU (no link, no FIFO: O_NOFOLLOW and
+// O_NONBLOCK, then a regular file of this user's), and hashes it beside
+// from a second descriptor on the same file (snapshots are never written
+// once in place): the channel gives the digest, which is checked before the
+// restored guest runs.
+func (s snapshot) open(key string) (*os.File, <-chan digestResult, error) {
+	openOne := func() (*os.File, error) {
+		fd, err := unix.Open(s.path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		f := os.NewFile(uintptr(fd), s.path)
+		st, err := f.Stat()
+		if err == nil && !st.Mode().IsRegular() {
+			err = fmt.Errorf("%s is not a regular file", s.path)
+		}
+		if err == nil {
+			err = unix.SetNonblock(fd, false)
+		}
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return f, nil
+	}
+	if why := trusted(s.path, false); why != "" {
+		return nil, nil, errors.New(why)
+	}
+	f, err := openOne()
 	if err != nil {
 		return nil, nil, err
 	}
-	g, err := os.Open(s.path)
+	g, err := openOne()
 	if err != nil {
 		f.Close()
 		return nil, nil, err
@@ -123,9 +225,8 @@ func (s snapshot) open() (*os.File, <-chan digestResult, error) {
 	c := make(chan digestResult, 1)
 	go func() {
 		defer g.Close()
-		h := sha256.New()
-		_, err := io.Copy(h, g)
-		c <- digestResult{hex.EncodeToString(h.Sum(nil)), err}
+		sum, err := snapshotDigest(key, g)
+		c <- digestResult{sum, err}
 	}()
 	return f, c, nil
 }
@@ -141,23 +242,40 @@ func used(p string) {
 	os.Chtimes(p, now, now)
 }
 
-// pruneSnapshots keeps the keep most recently used snapshots in dir and
-// removes the others.
-func pruneSnapshots(dir string, keep int) {
-	paths, _ := filepath.Glob(filepath.Join(dir, "*"+snapshotSuffix))
+// pruneSnapshots keeps, of nokmem's snapshots in dir, current (the one just
+// saved or used), at most one per key (the most recently used) and keep in
+// all; it removes the others. Files of other names are not touched.
+func pruneSnapshots(dir, current string, keep int) {
+	entries, _ := os.ReadDir(dir)
 	type snap struct {
-		path string
-		mod  time.Time
+		path, key string
+		mod       time.Time
 	}
 	var snaps []snap
-	for _, p := range paths {
-		if st, err := os.Stat(p); err == nil {
-			snaps = append(snaps, snap{p, st.ModTime()})
+	for _, e := range entries {
+		key, _, ok := parseSnapshotName(e.Name())
+		if !ok {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() {
+			snaps = append(snaps, snap{p, key, st.ModTime()})
 		}
 	}
-	sort.Slice(snaps, func(i, j int) bool { return snaps[i].mod.After(snaps[j].mod) })
-	for i := keep; i < len(snaps); i++ {
-		os.Remove(snaps[i].path)
+	// The current one first, whatever the clock says of the others.
+	sort.SliceStable(snaps, func(i, j int) bool {
+		if (snaps[i].path == current) != (snaps[j].path == current) {
+			return snaps[i].path == current
+		}
+		return snaps[i].mod.After(snaps[j].mod)
+	})
+	kept := map[string]bool{}
+	for _, sn := range snaps {
+		if kept[sn.key] || len(kept) >= keep {
+			os.Remove(sn.path)
+			continue
+		}
+		kept[sn.key] = true
 	}
 }
 

@@ -1,16 +1,17 @@
 package vm
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nokmem/nokmem/internal/digest"
 	"github.com/nokmem/nokmem/internal/fixture"
 	"github.com/nokmem/nokmem/internal/owner"
 	"github.com/nokmem/nokmem/verify"
@@ -50,9 +51,15 @@ func TestVMSnapshot(t *testing.T) {
 		if len(snaps) != 1 {
 			t.Fatalf("snapshots %v", snaps)
 		}
-		sum, err := digest.File(snaps[0])
+		f, err := os.Open(snaps[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		key, _, _ := parseSnapshotName(filepath.Base(snaps[0]))
+		sum, err := snapshotDigest(key, f)
 		if err != nil || !strings.HasSuffix(snaps[0], "."+sum+snapshotSuffix) {
-			t.Fatalf("%s has sha256 %s", snaps[0], sum)
+			t.Fatalf("%s has digest %s", snaps[0], sum)
 		}
 		return snaps[0]
 	}
@@ -72,20 +79,31 @@ func TestVMSnapshot(t *testing.T) {
 		t.Errorf("guest clock off by %s", d)
 	}
 
-	// A flipped byte in the middle of the guest's memory.
-	b, err := os.ReadFile(snap)
-	if err != nil {
-		t.Fatal(err)
+	// Damaged: a flipped byte in the guest's memory (QEMU restores it, the
+	// digest does not match), its first byte (QEMU refuses the stream), cut
+	// short. Each is removed and replaced by a boot, with the right verdict.
+	for _, c := range []struct {
+		name   string
+		damage func(b []byte) []byte
+		note   string
+	}{
+		{"flipped byte in the middle", func(b []byte) []byte { b[len(b)/2] ^= 0x40; return b }, "the snapshot is damaged"},
+		{"first byte", func(b []byte) []byte { b[0] = 0; return b }, "QEMU could not restore it"},
+		{"truncated", func(b []byte) []byte { return b[:len(b)/2] }, "did not restore"},
+	} {
+		b, err := os.ReadFile(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(snap, c.damage(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		boot = check(writer, "booted and saved as a snapshot", verify.DynFail)
+		if notes := strings.Join(boot.Notes, "; "); !strings.Contains(notes, c.note) || !strings.Contains(notes, "and was removed") {
+			t.Errorf("%s: notes: %s", c.name, notes)
+		}
+		snap = snapshotOK()
 	}
-	b[len(b)/2] ^= 0x40
-	if err := os.WriteFile(snap, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	boot = check(writer, "booted and saved as a snapshot", verify.DynFail)
-	if notes := strings.Join(boot.Notes, "; "); !strings.Contains(notes, "the snapshot is damaged") || !strings.Contains(notes, "was removed") {
-		t.Errorf("notes: %s", notes)
-	}
-	snapshotOK()
 	check(nokmem, "restored from a snapshot", verify.DynPass)
 	if left, _ := filepath.Glob(filepath.Join(cache, snapshotTempPrefix+"*")); len(left) > 0 {
 		t.Errorf("left in the cache: %v", left)
@@ -199,7 +217,8 @@ func TestSnapshotKey(t *testing.T) {
 
 func TestFindAndPruneSnapshots(t *testing.T) {
 	dir := t.TempDir()
-	sum := strings.Repeat("ab", 32)
+	k := func(c string) string { return strings.Repeat(c, 32) }
+	sum := func(c string) string { return strings.Repeat(c, 64) }
 	touch := func(name string, age time.Duration) string {
 		p := filepath.Join(dir, name)
 		os.WriteFile(p, []byte("s"), 0o600)
@@ -207,29 +226,100 @@ func TestFindAndPruneSnapshots(t *testing.T) {
 		os.Chtimes(p, when, when)
 		return p
 	}
-	short := touch("k1.short"+snapshotSuffix, 0) // not a sha256: ignored
-	older := touch("k1."+sum+snapshotSuffix, 2*time.Hour)
-	newer := touch("k1."+strings.Repeat("cd", 32)+snapshotSuffix, time.Hour)
-	if s, ok := findSnapshot(dir, "k1"); !ok || s.path != newer || s.sum != strings.Repeat("cd", 32) {
+	foreign := touch("junk"+snapshotSuffix, -1000*time.Hour) // not nokmem's: never counted or removed
+	older := touch(k("1")+"."+sum("a")+snapshotSuffix, 2*time.Hour)
+	newer := touch(k("1")+"."+sum("b")+snapshotSuffix, time.Hour)
+	if s, ok := findSnapshot(dir, k("1")); !ok || s.path != newer || s.sum != sum("b") {
 		t.Errorf("found %+v %v", s, ok)
 	}
-	if _, ok := findSnapshot(dir, "k2"); ok {
+	if _, ok := findSnapshot(dir, k("2")); ok {
 		t.Error("found a snapshot for another key")
 	}
-	os.Remove(short)
-	touch("k2."+sum+snapshotSuffix, 3*time.Hour)
-	touch("k3."+sum+snapshotSuffix, 4*time.Hour)
-	used(older)
-	pruneSnapshots(dir, 2)
+	// Not this user's alone: left out.
+	os.Chmod(newer, 0o666)
+	if s, _ := findSnapshot(dir, k("1")); s.path != older {
+		t.Errorf("a snapshot others can write was found: %+v", s)
+	}
+	os.Chmod(newer, 0o600)
+	k2 := touch(k("2")+"."+sum("a")+snapshotSuffix, 3*time.Hour)
+	k3 := touch(k("3")+"."+sum("a")+snapshotSuffix, 4*time.Hour)
+	// The current one stays whatever the clock says; one per key; two in all.
+	pruneSnapshots(dir, k3, 2)
 	var left []string
-	for _, p := range []string{older, newer, filepath.Join(dir, "k2."+sum+snapshotSuffix), filepath.Join(dir, "k3."+sum+snapshotSuffix)} {
+	for _, p := range []string{foreign, older, newer, k2, k3} {
 		if _, err := os.Stat(p); err == nil {
-			left = append(left, filepath.Base(p)[:2])
+			left = append(left, filepath.Base(p)[:4])
 		}
 	}
-	// The two most recently used stay: older (just used) and newer.
-	if strings.Join(left, ",") != "k1,k1" {
+	if strings.Join(left, ",") != "junk,1111,3333" {
 		t.Errorf("left %v", left)
+	}
+}
+
+// The cache directory and its snapshots must be this user's alone; a cache
+// path with glob characters in it is a path like any other.
+func TestSnapshotCacheTrust(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "gl[ab]")
+	other := filepath.Join(filepath.Dir(base), "gla")
+	os.MkdirAll(other, 0o700)
+	key := strings.Repeat("1", 32)
+	elsewhere := filepath.Join(other, key+"."+strings.Repeat("a", 64)+snapshotSuffix)
+	os.WriteFile(elsewhere, []byte("s"), 0o600)
+	if err := cacheDir(base); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := findSnapshot(base, key); ok {
+		t.Error("found a snapshot in another directory")
+	}
+	pruneSnapshots(base, "", 0)
+	if _, err := os.Stat(elsewhere); err != nil {
+		t.Error("pruned a file in another directory")
+	}
+	// Narrowed to 0700 when it is this user's.
+	os.Chmod(base, 0o777)
+	if err := cacheDir(base); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(base); st.Mode().Perm() != 0o700 {
+		t.Errorf("mode %v", st.Mode().Perm())
+	}
+	// A FIFO, a link: never opened.
+	fifo := filepath.Join(base, key+"."+strings.Repeat("b", 64)+snapshotSuffix)
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(base, key+"."+strings.Repeat("c", 64)+snapshotSuffix)
+	os.Symlink(elsewhere, link)
+	if s, ok := findSnapshot(base, key); ok {
+		t.Errorf("found %+v", s)
+	}
+	for _, p := range []string{fifo, link} {
+		if _, _, err := (snapshot{path: p}).open(key); err == nil {
+			t.Errorf("opened %s", p)
+		}
+	}
+	// A snapshot renamed to another key does not check out.
+	content := []byte("guest memory")
+	sum, _ := snapshotDigest(key, bytes.NewReader(content))
+	other2 := strings.Repeat("2", 32)
+	renamed := filepath.Join(base, other2+"."+sum+snapshotSuffix)
+	os.WriteFile(renamed, content, 0o600)
+	f, c, err := (snapshot{path: renamed, sum: sum}).open(other2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if d := <-c; d.err != nil || d.sum == sum {
+		t.Errorf("a renamed snapshot checks out: %+v", d)
+	}
+	if os.Geteuid() == 0 {
+		// Another user's directory is refused, not narrowed.
+		theirs := filepath.Join(t.TempDir(), "theirs")
+		os.Mkdir(theirs, 0o777)
+		os.Chown(theirs, 65534, 65534)
+		if err := cacheDir(theirs); err == nil || !strings.Contains(err.Error(), "another user") {
+			t.Errorf("another user's cache: %v", err)
+		}
 	}
 }
 

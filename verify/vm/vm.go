@@ -29,6 +29,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -241,7 +242,11 @@ func (v *Verifier) boot(ctx context.Context, bins []Binary, selfTest bool) (*Boo
 		a, err = v.attempt(ctx, qemu, k, accel, "nokmem-verify-"+job.Nonce[:12], initBin, files, limit)
 		if a != nil {
 			boot.Args, boot.Console, boot.Wall, boot.How = a.args, a.console, a.wall, a.how
-			boot.Notes = append(boot.Notes, a.notes...)
+			for _, n := range a.notes {
+				if !slices.Contains(boot.Notes, n) {
+					boot.Notes = append(boot.Notes, n)
+				}
+			}
 		}
 		if err != nil {
 			return boot, fmt.Errorf("vm: %w", err)

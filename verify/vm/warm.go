@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nokmem/nokmem/internal/digest"
 	"github.com/nokmem/nokmem/internal/owner"
 	"github.com/nokmem/nokmem/verify/guest"
 )
@@ -59,22 +58,25 @@ func (v *Verifier) warm(ctx context.Context, qemu string, k Kernel, accel, name 
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(v.CacheDir, 0o700); err != nil {
+	if err := cacheDir(v.CacheDir); err != nil {
 		return nil, err
 	}
 	reapOwned(v.CacheDir, snapshotTempPrefix)
 	deadline := time.Now().Add(limit)
 	var notes []string
 	if snap, ok := findSnapshot(v.CacheDir, key); ok {
-		a, err := v.warmRun(ctx, args, tmpl.Bytes(), snap, "", payload.Bytes(), deadline)
+		a, err := v.warmRun(ctx, key, args, tmpl.Bytes(), snap, payload.Bytes(), deadline)
 		if err == nil || ctx.Err() != nil {
 			used(snap.path)
 			return a, err
 		}
-		os.Remove(snap.path)
-		notes = append(notes, fmt.Sprintf("the snapshot %s did not restore (%v) and was removed", snap.path, err))
+		what := "was removed"
+		if rerr := os.Remove(snap.path); rerr != nil {
+			what = "could not be removed: " + rerr.Error()
+		}
+		notes = append(notes, fmt.Sprintf("the snapshot %s did not restore (%v) and %s", snap.path, err, what))
 	}
-	a, err := v.warmRun(ctx, args, tmpl.Bytes(), snapshot{}, filepath.Join(v.CacheDir, key), payload.Bytes(), deadline)
+	a, err := v.warmRun(ctx, key, args, tmpl.Bytes(), snapshot{}, payload.Bytes(), deadline)
 	if a != nil {
 		a.notes = append(notes, a.notes...)
 	}
@@ -83,9 +85,9 @@ func (v *Verifier) warm(ctx context.Context, qemu string, k Kernel, accel, name 
 
 // warmRun starts QEMU with the job channel: restoring the snapshot from
 // (when it has a path), or booting the template and saving it as the
-// snapshot saveAs; then it hands the guest its payload and waits for the
+// snapshot of key; then it hands the guest its payload and waits for the
 // VM to end.
-func (v *Verifier) warmRun(ctx context.Context, args []string, initramfs []byte, from snapshot, saveAs string, payload []byte, deadline time.Time) (res *attempt, err error) {
+func (v *Verifier) warmRun(ctx context.Context, key string, args []string, initramfs []byte, from snapshot, payload []byte, deadline time.Time) (res *attempt, err error) {
 	a := &attempt{args: args, how: "booted and saved as a snapshot"}
 	var files []*os.File
 	defer func() {
@@ -127,7 +129,7 @@ func (v *Verifier) warmRun(ctx context.Context, args []string, initramfs []byte,
 	if from.path != "" {
 		a.how = "restored from a snapshot"
 		a.args = append(append([]string(nil), args...), "-incoming", "fd:7")
-		r, c, err := from.open()
+		r, c, err := from.open(key)
 		if err != nil {
 			return nil, err
 		}
@@ -157,9 +159,14 @@ func (v *Verifier) warmRun(ctx context.Context, args []string, initramfs []byte,
 	defer func() {
 		switch {
 		case res != nil:
-		case ctx.Err() != nil || !time.Now().Before(deadline) || p.exited():
-			// Whatever failed then is the cancellation, the time limit or
-			// QEMU's end: judged as a boot's.
+		case ctx.Err() != nil || !time.Now().Before(deadline):
+			// Whatever failed then is the cancellation or the time limit:
+			// judged as a boot's.
+			res, err = final()
+		case from.path == "" && p.exited() && !strings.Contains(console.String(), guest.StartedLine):
+			// A template whose QEMU ended before /init (KVM refused, say):
+			// judged as a boot's. A restore that failed stays an error: the
+			// snapshot goes and a boot follows.
 			res, err = final()
 		default:
 			p.kill()
@@ -182,9 +189,13 @@ func (v *Verifier) warmRun(ctx context.Context, args []string, initramfs []byte,
 		}
 	}
 	if err := q.handshake(); err != nil {
-		// QEMU that closed its socket is on its way out (KVM refused, say).
+		// QEMU that closed its socket is on its way out (KVM refused, a
+		// snapshot it cannot read): its last words say why.
 		wait(2 * time.Second)
-		return nil, err
+		if from.path != "" {
+			return nil, fmt.Errorf("QEMU could not restore it: %v%s", err, consoleTail(console.String()))
+		}
+		return nil, fmt.Errorf("QEMU did not answer: %v%s", err, consoleTail(console.String()))
 	}
 
 	if from.path != "" {
@@ -226,7 +237,7 @@ func (v *Verifier) warmRun(ctx context.Context, args []string, initramfs []byte,
 		case <-ctx.Done():
 			return final()
 		}
-		if err := save(q, wait, saveAs); err != nil {
+		if err := save(q, wait, v.CacheDir, key); err != nil {
 			a.how = "booted"
 			a.notes = append(a.notes, "not saved as a snapshot: "+err.Error())
 		}
@@ -251,9 +262,10 @@ func (v *Verifier) warmRun(ctx context.Context, args []string, initramfs []byte,
 }
 
 // save stops the VM and migrates it into a new file, which becomes the
-// snapshot <saveAs>.<sha256>.snapshot once QEMU has written all of it; then
-// the cache keeps the keepSnapshots most recently used.
-func save(q *qmp, wait func(time.Duration) error, saveAs string) error {
+// snapshot <key>.<digest>.snapshot in dir once QEMU has written all of it;
+// then the cache keeps it and the keepSnapshots-1 most recently used of
+// other keys.
+func save(q *qmp, wait func(time.Duration) error, dir, key string) error {
 	if _, err := q.exec("stop", nil, nil); err != nil {
 		return err
 	}
@@ -261,7 +273,6 @@ func save(q *qmp, wait func(time.Duration) error, saveAs string) error {
 	if _, err := q.exec("migrate-set-parameters", map[string]any{"max-bandwidth": int64(1) << 40}, nil); err != nil {
 		return err
 	}
-	dir := filepath.Dir(saveAs)
 	f, err := os.CreateTemp(dir, snapshotTempPrefix+owner.Self().String()+"-")
 	if err != nil {
 		return err
@@ -284,14 +295,18 @@ func save(q *qmp, wait func(time.Duration) error, saveAs string) error {
 			if err := f.Sync(); err != nil {
 				return err
 			}
-			sum, err := digest.File(tmp)
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
+			sum, err := snapshotDigest(key, f)
 			if err != nil {
 				return err
 			}
-			if err := os.Rename(tmp, saveAs+"."+sum+snapshotSuffix); err != nil {
+			final := filepath.Join(dir, key+"."+sum+snapshotSuffix)
+			if err := os.Rename(tmp, final); err != nil {
 				return err
 			}
-			pruneSnapshots(dir, keepSnapshots)
+			pruneSnapshots(dir, final, keepSnapshots)
 			return nil
 		case st == "failed" || st == "cancelled":
 			return fmt.Errorf("migration %s: %s", st, desc)
