@@ -47,6 +47,10 @@ type SourceInfo struct {
 	TreeCommit string `json:"treeCommit"`
 	Matrix     string `json:"matrix"`
 	Pinned     string `json:"pinned"` // "pinned" or "unpinned"
+	// Notice is runc's NOTICE file as the source at Commit carries it
+	// (kubelet: the vendored runc's), which every package reproduces
+	// (Apache-2.0 §4(d)); "" when the source has none.
+	Notice string `json:"notice,omitempty"`
 }
 
 // PatchInfo is one applied patch.

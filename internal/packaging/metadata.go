@@ -127,27 +127,32 @@ It is a drop-in replacement for the upstream kubelet package: same name,
 same files, a release that sorts after upstream's.`, m.version)
 }
 
-// upstream names the project nokmem rebuilds, and its copyright holders
-// up to the year of the commit built.
+// upstream names the project nokmem rebuilds, and its copyright holders:
+// for runc, those its NOTICE names and the runc authors up to the year of
+// the commit built.
 func (m *meta) upstream() (name, url, copyright string) {
 	year := m.prov.Source.CommitDate.UTC().Year()
 	if m.project == "runc" {
-		return "runc", "https://github.com/opencontainers/runc", fmt.Sprintf("2012-2015 Docker, Inc.\n 2015-%d the runc authors", year)
+		holders := noticeHolders(m.prov.Source.Notice)
+		holders = append(holders, fmt.Sprintf("2015-%d the runc authors", year))
+		return "runc", "https://github.com/opencontainers/runc", strings.Join(holders, "\n ")
 	}
 	return "Kubernetes", "https://github.com/kubernetes/kubernetes", fmt.Sprintf("2014-%d The Kubernetes Authors", year)
 }
 
+// noticeHolders are the holders a NOTICE file's "Copyright …" lines name.
+func noticeHolders(notice string) []string {
+	var out []string
+	for _, line := range strings.Split(notice, "\n") {
+		if h, ok := strings.CutPrefix(strings.TrimSpace(line), "Copyright "); ok && h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
 //go:embed legal/Apache-2.0
 var apacheLicense []byte
-
-// runcAttribution is the attribution runc's NOTICE file asks for
-// (Apache-2.0 §4(d)); the file itself is in runc's source at the commit
-// the provenance names, and nokmem does not keep a copy of upstream files.
-const runcAttribution = "runc: Copyright 2012-2015 Docker, Inc.\n" +
-	"This product includes software developed at Docker, Inc. (http://www.docker.com).\n" +
-	"runc's NOTICE file, in its source at the commit named above, also carries an\n" +
-	"export-control notice: use and transfer may be subject to restrictions by\n" +
-	"the United States and other governments.\n"
 
 // modifications says what nokmem changed, from the provenance (Apache-2.0
 // §4(b): modified files carry prominent notices).
@@ -183,10 +188,16 @@ func (m *meta) notice() string {
 	b.WriteString("Modifications:\n")
 	b.WriteString(m.modifications())
 	if m.project == "kubelet" {
-		b.WriteString("\nKubernetes vendors third-party code, some of it under licences of its\nown and with NOTICE files of its own (vendor/ in the source above).\nThe attribution of runc, whose vendored copy nokmem modified, follows.\n")
+		b.WriteString("\nKubernetes vendors third-party code, some of it under licences of its\nown and with NOTICE files of its own (vendor/ in the source above).\nThe NOTICE of runc, whose vendored copy nokmem modified, follows.\n")
 	}
 	b.WriteString("\n---- NOTICE of runc ----\n\n")
-	b.WriteString(runcAttribution)
+	if n := m.prov.Source.Notice; n != "" {
+		// As the source at the commit above has it (the kubelet: its
+		// vendored runc's).
+		b.WriteString(strings.TrimRight(n, "\n") + "\n")
+	} else {
+		b.WriteString("The source at the commit above carries no NOTICE file of runc's.\n")
+	}
 	return b.String()
 }
 

@@ -69,6 +69,9 @@ func fakeArtifact(t *testing.T, d, project, version string, binary []byte) {
 	prov := dist.Provenance{Project: project, Version: version, Strategy: "tag", Verified: dist.VerifiedInfo{Passed: true, Verdict: "nokmem"},
 		Build:  dist.BuildInfo{Tags: []string{"seccomp", "nokmem"}},
 		Source: dist.SourceInfo{URL: "https://github.com/opencontainers/runc.git", Tag: version, Commit: "d736ef14f0288d6993a1845745d6756cfc9ddd5a", CommitDate: time.Date(2019, 10, 15, 0, 0, 0, 0, time.UTC)}}
+	if project == "runc" {
+		prov.Source.Notice = testNotice
+	}
 	if project == "runc" && version == "v1.0.0-rc5" {
 		prov.Strategy = "patch"
 		prov.Patches = []dist.PatchInfo{{Name: "runc-memory-go-rc4-rc5.patch", SHA256: strings.Repeat("ab", 32), Target: "libcontainer/cgroups/fs/memory.go"}}
@@ -136,6 +139,9 @@ func signedPackages(t *testing.T) (d string, pub []byte, rpms, debs []string) {
 	return d, pub, rpms, debs
 }
 
+// testNotice stands for the NOTICE file a runc source carries.
+const testNotice = "runc\n\nCopyright 2013-2019 Test Holder, Inc.\n\nThis product includes software written for this test.\n"
+
 // What rpm and dpkg read about the packages: names per runc release, dist
 // tag, short summary, maintainer, licences, changelog, the directories the
 // RPM owns, and a signature rpm accepts once the key is imported.
@@ -199,14 +205,14 @@ func TestPackageMetadata(t *testing.T) {
 	copyright, _ := os.ReadFile(filepath.Join(doc, "copyright"))
 	notice, _ := os.ReadFile(filepath.Join(doc, "NOTICE"))
 	for _, want := range []string{"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/", "Upstream-Name: runc\n",
-		"Copyright: 2012-2015 Docker, Inc.\n 2015-2019 the runc authors\nLicense: Apache-2.0\n", "/usr/share/common-licenses/Apache-2.0"} {
+		"Copyright: 2013-2019 Test Holder, Inc.\n 2015-2019 the runc authors\nLicense: Apache-2.0\n", "/usr/share/common-licenses/Apache-2.0"} {
 		if !strings.Contains(string(copyright), want) {
 			t.Errorf("copyright lacks %q:\n%s", want, copyright)
 		}
 	}
 	// Apache-2.0 §4(b) and (d): what changed, and upstream's NOTICE.
 	for _, want := range []string{"libcontainer/cgroups/fs/memory.go: patch runc-memory-go-rc4-rc5.patch (sha256 abab", "commit d736ef14f0288d6993a1845745d6756cfc9ddd5a",
-		"---- NOTICE of runc ----\n\nrunc: Copyright 2012-2015 Docker, Inc.\nThis product includes software developed at Docker, Inc."} {
+		"---- NOTICE of runc ----\n\n" + testNotice} {
 		if !strings.Contains(string(notice), want) {
 			t.Errorf("NOTICE lacks %q:\n%s", want, notice)
 		}
@@ -218,7 +224,8 @@ func TestPackageMetadata(t *testing.T) {
 	// kubelet's NOTICE names Kubernetes and keeps runc's (vendored, modified).
 	x = t.TempDir()
 	cmd(t, "dpkg-deb", "-x", debs[1], x)
-	if n, _ := os.ReadFile(filepath.Join(x, "usr/share/doc/kubelet/NOTICE")); !strings.Contains(string(n), "Derivative Work of Kubernetes") || !strings.Contains(string(n), "NOTICE of runc") {
+	if n, _ := os.ReadFile(filepath.Join(x, "usr/share/doc/kubelet/NOTICE")); !strings.Contains(string(n), "Derivative Work of Kubernetes") || !strings.Contains(string(n), "NOTICE of runc") ||
+		!strings.Contains(string(n), "carries no NOTICE file of runc's") {
 		t.Errorf("kubelet NOTICE:\n%s", n)
 	}
 	_ = d

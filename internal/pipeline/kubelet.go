@@ -225,7 +225,7 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 	prov := &dist.Provenance{
 		Schema: dist.ProvenanceSchema, Project: "kubelet", Version: version, Strategy: id.Strategy, InputKey: key,
 		Source: dist.SourceInfo{URL: co.URL, Tag: rel.Version, Commit: co.Commit, CommitDate: co.CommitDate,
-			TreeCommit: treeCommit, Matrix: rel.Origin, Pinned: pinned},
+			TreeCommit: treeCommit, Matrix: rel.Origin, Pinned: pinned, Notice: upstreamNotice(co.Dir, "vendor/github.com/opencontainers/runc/NOTICE")},
 		Patches: applied,
 		Build: dist.BuildInfo{Tags: tags, GoRequested: goVer + " (" + goFrom + ")", GoUsed: tc.Version, GoSource: tc.Source, Mode: string(br.Mode),
 			Image: tc.Image, Args: br.Args, Env: br.Env, Target: tgt.Name, GOAMD64: goamd64, Toolkit: c.ToolkitRevision},

@@ -70,7 +70,9 @@ func TestBuildKubeletFixtureEras(t *testing.T) {
 			}
 			var prov dist.Provenance
 			dist.ReadJSON(res.Dir, dist.ProvenanceFile, &prov)
-			if prov.Strategy != tc.strategy || prov.Source.Commit != k.Commits[tc.version] || prov.Source.Pinned != "pinned" || !prov.Verified.Passed {
+			// The vendored runc's NOTICE, which the packages carry.
+			if prov.Strategy != tc.strategy || prov.Source.Commit != k.Commits[tc.version] || prov.Source.Pinned != "pinned" || !prov.Verified.Passed ||
+				prov.Source.Notice != fixture.FixtureNotice {
 				t.Errorf("provenance %+v", prov)
 			}
 			vr, _ := prov.Checks["vendoredRunc"].(map[string]any)

@@ -142,7 +142,7 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 	prov := &dist.Provenance{
 		Schema: dist.ProvenanceSchema, Project: "runc", Version: version, Strategy: string(rel.Strategy), InputKey: key,
 		Source: dist.SourceInfo{URL: co.URL, Tag: rel.Version, Commit: co.Commit, CommitDate: co.CommitDate,
-			TreeCommit: treeCommit, Matrix: rel.Origin, Pinned: "pinned"},
+			TreeCommit: treeCommit, Matrix: rel.Origin, Pinned: "pinned", Notice: upstreamNotice(srcDir, "NOTICE")},
 		Patches: applied,
 		Build: dist.BuildInfo{Tags: rel.BuildTags, GoRequested: rel.Go, GoUsed: tc.Version, GoSource: tc.Source, Mode: string(br.Mode),
 			Image: tc.Image, Args: br.Args, Env: br.Env, Target: tgt.Name, GOAMD64: goamd64, Static: static, Cgo: cgo,
@@ -224,6 +224,16 @@ func (c *Config) publish(st *dist.Staging, prov *dist.Provenance, binary string,
 	}
 	*published = true
 	return &Result{Dir: final, Binary: filepath.Join(final, binary), SHA256: sum, Report: rep}, nil
+}
+
+// upstreamNotice reads the NOTICE file at rel in the source tree dir ("" if
+// there is none): the packages carry it as the source has it.
+func upstreamNotice(dir, rel string) string {
+	b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(rel)))
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }
 
 // treatRunc applies the release's patches to the checkout and commits

@@ -127,7 +127,8 @@ func TestBuildRuncFixtureEras(t *testing.T) {
 				t.Fatal(err)
 			}
 			if prov.Source.Commit != r.Commits[tc.version] || len(prov.Patches) != tc.patches || !prov.Verified.Passed ||
-				prov.Output.SHA256 != res.SHA256 || prov.Source.Pinned != "pinned" || prov.Build.GoUsed == "" {
+				prov.Output.SHA256 != res.SHA256 || prov.Source.Pinned != "pinned" || prov.Build.GoUsed == "" ||
+				prov.Source.Notice != fixture.FixtureNotice {
 				t.Errorf("provenance: %+v", prov)
 			}
 			var rep verify.Report
