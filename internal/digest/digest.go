@@ -16,8 +16,13 @@ func File(path string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
+	return Reader(f)
+}
+
+// Reader returns the hex sha256 of what r holds up to its end.
+func Reader(r io.Reader) (string, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, r); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -13,7 +13,6 @@ import (
 	"debug/buildinfo"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/nokmem/nokmem/internal/build"
 	"github.com/nokmem/nokmem/internal/dist"
+	"github.com/nokmem/nokmem/internal/fileutil"
 	"github.com/nokmem/nokmem/internal/run"
 	"github.com/nokmem/nokmem/verify/target"
 )
@@ -212,18 +212,5 @@ func Load(distRoot string) (recs []Record, skipped []string) {
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return fileutil.Copy(src, dst, mode, os.O_EXCL)
 }

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/nokmem/nokmem/internal/fileutil"
 	"github.com/nokmem/nokmem/internal/run"
 	"github.com/nokmem/nokmem/verify"
 )
@@ -196,20 +197,7 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return fileutil.Copy(src, dst, mode, os.O_TRUNC)
 }
 
 func treeHash(dir string) (string, error) {

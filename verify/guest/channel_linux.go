@@ -1,8 +1,6 @@
 package guest
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +14,9 @@ import (
 
 	"github.com/cavaliergopher/cpio"
 	"golang.org/x/sys/unix"
+
+	"github.com/nokmem/nokmem/internal/digest"
+	"github.com/nokmem/nokmem/internal/fileutil"
 )
 
 // awaitJob is the guest side of the job channel (see ChannelMagic): it
@@ -131,15 +132,7 @@ func extract(r io.Reader, dir string) error {
 				return err
 			}
 			os.Remove(dst)
-			f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, os.FileMode(h.Mode.Perm()))
-			if err != nil {
-				return err
-			}
-			if _, err := io.Copy(f, cr); err != nil {
-				f.Close()
-				return err
-			}
-			if err := f.Close(); err != nil {
+			if err := fileutil.Write(dst, cr, os.FileMode(h.Mode.Perm()), os.O_EXCL); err != nil {
 				return err
 			}
 			if err := os.Chmod(dst, os.FileMode(h.Mode.Perm())); err != nil {
@@ -205,9 +198,8 @@ func sealed(p string) (f *os.File, runFrom string, err error) {
 func digestOf(f *os.File) <-chan digestResult {
 	c := make(chan digestResult, 1)
 	go func() {
-		h := sha256.New()
-		_, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62))
-		c <- digestResult{hex.EncodeToString(h.Sum(nil)), err}
+		sum, err := digest.Reader(io.NewSectionReader(f, 0, 1<<62))
+		c <- digestResult{sum, err}
 	}()
 	return c
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nokmem/nokmem/internal/fileutil"
 	"github.com/nokmem/nokmem/verify"
 )
 
@@ -384,20 +384,7 @@ func moveTree(src, dst string) error {
 }
 
 func copyFile(src, dst string, mode fs.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
+	if err := fileutil.Copy(src, dst, mode, os.O_TRUNC); err != nil {
 		return err
 	}
 	// The umask must not narrow the mode an executable needs.

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nokmem/nokmem/internal/digest"
 	"github.com/nokmem/nokmem/verify/guest"
 )
 
@@ -87,12 +88,7 @@ type snapshot struct {
 
 // snapshotDigest is the sha256 of key, a newline and what r holds.
 func snapshotDigest(key string, r io.Reader) (string, error) {
-	h := sha256.New()
-	io.WriteString(h, key+"\n")
-	if _, err := io.Copy(h, r); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return digest.Reader(io.MultiReader(strings.NewReader(key+"\n"), r))
 }
 
 // parseSnapshotName splits <key>.<digest>.snapshot; ok is false for any
