@@ -40,7 +40,7 @@ func (Verify) Kubelet(ctx context.Context, version string) error {
 // Dist checks every artifact in NOKMEM_DIST, a dist/ tree or a downloaded release, as a consumer would: statement, digests, passed verification, signatures (reads NOKMEM_VERIFY_PUBKEY, NOKMEM_SIGNING_KEY).
 func (Verify) Dist(ctx context.Context) error { return targets.VerifyDist(ctx) }
 
-// Host says which verifier runtimes this machine supports (host: root and a cgroup v1 memory hierarchy; docker; vm: QEMU and a kernel) and that both detectors catch a canary's write, here or in the VM (reads NOKMEM_VM_KERNEL).
+// Host says which verifier runtimes this machine supports (host: root and a cgroup v1 memory hierarchy; docker; vm: QEMU and a kernel) and that both detectors catch a canary's write, here or in the VM (reads NOKMEM_VM_KERNEL, NOKMEM_VM_SNAPSHOT).
 func (Verify) Host(ctx context.Context) error { return targets.VerifyHost(ctx) }
 
 // Leak runs the leak reproducer: <n> container lifecycles of runc <artifact> and of runc <default> (a default build) in one VM, with the kernel's count of memory cgroups before and after; only a leaking kernel such as EL7's 3.10 (NOKMEM_VM_KERNEL) shows the default build's leak (reads NOKMEM_VM_KERNEL, NOKMEM_VM_TIMEOUT, NOKMEM_VM_SNAPSHOT).
