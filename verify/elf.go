@@ -1,9 +1,11 @@
 package verify
 
 import (
+	"bytes"
 	"encoding/binary"
 	"os"
-	"syscall"
+
+	"github.com/nokmem/nokmem/internal/fileutil"
 )
 
 // Two tiny static x86-64 programs, assembled from the source in the
@@ -79,13 +81,8 @@ func writeExecutable(path string, code []byte) error {
 	return writeFileNoFork(path, tinyELF(code))
 }
 
-// writeFileNoFork writes an executable file with no fork in between: a
-// child forked by another goroutine (the self-test and a run go on side by
-// side) while the file is open for writing would hold it open until its
-// exec, and running the file then fails with ETXTBSY. Forks hold
-// syscall.ForkLock for writing.
+// writeFileNoFork writes an executable file with no fork in between (the
+// self-test and a run go on side by side; see fileutil.Write).
 func writeFileNoFork(path string, content []byte) error {
-	syscall.ForkLock.RLock()
-	defer syscall.ForkLock.RUnlock()
-	return os.WriteFile(path, content, 0o755)
+	return fileutil.Write(path, bytes.NewReader(content), 0o755, os.O_TRUNC)
 }

@@ -1,9 +1,13 @@
 package fileutil
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -32,5 +36,37 @@ func TestCopy(t *testing.T) {
 	}
 	if err := Copy(filepath.Join(dir, "missing"), dst, 0o600, os.O_TRUNC); err == nil {
 		t.Error("copied a missing file")
+	}
+}
+
+// An executable written while other goroutines fork can be run at once:
+// without the fork lock, a child forked in the window inherits the write
+// descriptor and the exec fails with ETXTBSY ("text file busy").
+func TestExecutableRunsWhileOthersFork(t *testing.T) {
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		t.Skip("no true(1) to copy: ", err)
+	}
+	dir := t.TempDir()
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				exec.Command(truePath).Run()
+			}
+		}()
+	}
+	defer func() { stop(); wg.Wait() }()
+	for i := 0; i < 200; i++ {
+		dst := filepath.Join(dir, fmt.Sprint("true-", i))
+		if err := Copy(truePath, dst, 0o755, os.O_EXCL); err != nil {
+			t.Fatal(err)
+		}
+		if err := exec.Command(dst).Run(); err != nil {
+			t.Fatalf("copy %d: %v", i, err)
+		}
 	}
 }

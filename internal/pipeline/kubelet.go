@@ -10,6 +10,7 @@ import (
 
 	"github.com/nokmem/nokmem/internal/build"
 	"github.com/nokmem/nokmem/internal/dist"
+	"github.com/nokmem/nokmem/internal/fileutil"
 	"github.com/nokmem/nokmem/internal/kube"
 	"github.com/nokmem/nokmem/internal/patch"
 	"github.com/nokmem/nokmem/internal/srccheck"
@@ -290,9 +291,5 @@ func reproNote(goVersion string) string {
 }
 
 func copyExecutable(src, dst string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(dst, b, 0o755)
+	return fileutil.Copy(src, dst, 0o755, os.O_TRUNC)
 }
