@@ -105,4 +105,3 @@ func mageEnv(inv mage.Invocation) []string {
 	add(inv.Timeout > 0, fmt.Sprintf("MAGEFILE_TIMEOUT=%s", inv.Timeout))
 	return env
 }
-
