@@ -228,6 +228,12 @@ func (b *Builder) Build(ctx context.Context, r *Request) (*Result, error) {
 		res.Mode = ModeHost
 		cmd = isolated(append([]string{r.Toolchain.GoBin}, args...), r.Dir(), env)
 	case ModeContainer:
+		if r.GOCACHE != "" {
+			// Made here, not by docker (which would make it root's).
+			if err := os.MkdirAll(r.GOCACHE, 0o755); err != nil {
+				return nil, err
+			}
+		}
 		cmd = containerCmd(b.docker(), r, args, env)
 	default:
 		return nil, fmt.Errorf("build: unknown mode %q (want host or container)", r.Mode)
@@ -251,17 +257,14 @@ func (b *Builder) docker() string {
 }
 
 // containerCmd runs the same go build inside the toolchain image, with the
-// GOPATH bind-mounted at the same path so -trimpath output is identical.
+// GOPATH, the output directory and the build cache (per toolchain and C
+// toolchain, as in host mode) mounted.
 func containerCmd(docker string, r *Request, args []string, env map[string]string) run.Cmd {
-	c := []string{docker, "run", "--rm", "--network=none",
-		"-v", r.GOPATH + ":" + r.GOPATH,
-		"-v", filepath.Dir(r.Output) + ":" + filepath.Dir(r.Output),
-		"-w", r.Dir()}
-	for _, k := range sortedKeys(env) {
-		c = append(c, "-e", k+"="+env[k])
+	mounts := []string{r.GOPATH, filepath.Dir(r.Output)}
+	if r.GOCACHE != "" {
+		mounts = append(mounts, r.GOCACHE)
 	}
-	c = append(c, r.Toolchain.Image, "go")
-	return run.Cmd{Args: append(c, args...)}
+	return dockerRun(docker, mounts, r.Dir(), env, r.Toolchain.image(), append([]string{"go"}, args...)...)
 }
 
 func envList(env map[string]string) []string {

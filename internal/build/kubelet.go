@@ -156,11 +156,7 @@ func (b *Builder) BuildKubelet(ctx context.Context, r *KubeletRequest) (*Result,
 		if r.GOPATH != "" {
 			mount = r.GOPATH
 		}
-		c := []string{b.docker(), "run", "--rm", "--network=none", "-v", mount + ":" + mount, "-w", r.Tree}
-		for _, k := range sortedKeys(env) {
-			c = append(c, "-e", k+"="+env[k])
-		}
-		cmd = run.Cmd{Args: append(append(c, r.Toolchain.Image), makeArgs...)}
+		cmd = dockerRun(b.docker(), []string{mount}, r.Tree, env, r.Toolchain.image(), makeArgs...)
 	default:
 		return nil, "", fmt.Errorf("build: unknown mode %q", r.Mode)
 	}
@@ -251,11 +247,7 @@ func (b *Builder) BuildProbe(ctx context.Context, r *KubeletRequest, style, out 
 		if r.GOPATH != "" {
 			mount = r.GOPATH
 		}
-		c := []string{b.docker(), "run", "--rm", "--network=none", "-v", mount + ":" + mount, "-v", filepath.Dir(out) + ":" + filepath.Dir(out), "-w", r.Tree}
-		for _, k := range sortedKeys(env) {
-			c = append(c, "-e", k+"="+env[k])
-		}
-		cmd = run.Cmd{Args: append(append(c, r.Toolchain.Image, "go"), args...)}
+		cmd = dockerRun(b.docker(), []string{mount, filepath.Dir(out)}, r.Tree, env, r.Toolchain.image(), append([]string{"go"}, args...)...)
 	}
 	_, err = b.Runner.Run(ctx, cmd)
 	if err != nil {
@@ -337,11 +329,11 @@ true`
 
 // CheckKubeletImage makes sure a build image has what Kubernetes' make
 // needs (KubeletTools and go) and returns the Go it has, as `go version`
-// prints it.
-func (b *Builder) CheckKubeletImage(ctx context.Context, image string) (string, error) {
+// prints it, and the image's ID, which the build then runs.
+func (b *Builder) CheckKubeletImage(ctx context.Context, image string) (goVersion, id string, err error) {
 	out, err := b.Runner.Run(ctx, run.Cmd{Args: []string{b.docker(), "run", "--rm", "--network=none", "--entrypoint", "sh", image, "-c", kubeletImageScript}})
 	if err != nil {
-		return "", fmt.Errorf("cannot run the build image %s (NOKMEM_BUILD_IMAGE) to check it: %w", image, err)
+		return "", "", fmt.Errorf("cannot run the build image %s (NOKMEM_BUILD_IMAGE) to check it: %w", image, err)
 	}
 	var missing []string
 	for _, m := range imageLineRE.FindAllStringSubmatch(string(out), -1) {
@@ -359,13 +351,14 @@ func (b *Builder) CheckKubeletImage(ctx context.Context, image string) (string, 
 		}
 	}
 	if len(missing) > 0 {
-		return "", &MissingToolsError{Where: image, Missing: missing, Image: true}
+		return "", "", &MissingToolsError{Where: image, Missing: missing, Image: true}
 	}
 	v, err := ParseGoVersion(string(out))
 	if err != nil {
-		return "", fmt.Errorf("build image %s: %w", image, err)
+		return "", "", fmt.Errorf("build image %s: %w", image, err)
 	}
-	return v, nil
+	id, err = b.ImageID(ctx, image)
+	return v, id, err
 }
 
 func atoi(s string) int {

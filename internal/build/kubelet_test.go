@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -111,14 +112,19 @@ type dockerRunner struct {
 	args []string
 }
 
+const testImageID = "sha256:5bce98f709043451a7b3d1c2e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d"
+
 func (d *dockerRunner) Run(ctx context.Context, c run.Cmd) ([]byte, error) {
+	if len(c.Args) > 2 && c.Args[1] == "image" && c.Args[2] == "inspect" {
+		return []byte(testImageID + "\n"), nil
+	}
 	d.args = c.Args
 	return []byte(d.out), nil
 }
 
 func TestCheckKubeletImage(t *testing.T) {
 	golang := &dockerRunner{out: "missing rsync\nbash 5\ngo version go1.11.13 linux/amd64\n"}
-	_, err := (&Builder{Runner: golang}).CheckKubeletImage(context.Background(), "golang:1.11.13")
+	_, _, err := (&Builder{Runner: golang}).CheckKubeletImage(context.Background(), "golang:1.11.13")
 	if err == nil || !strings.Contains(err.Error(), "the build image golang:1.11.13 lacks what Kubernetes' make needs: rsync") ||
 		!strings.Contains(err.Error(), "kube-cross") {
 		t.Fatalf("golang image accepted or badly explained: %v", err)
@@ -127,8 +133,32 @@ func TestCheckKubeletImage(t *testing.T) {
 		t.Errorf("the image is not an argument of its own: %q", golang.args)
 	}
 	cross := &dockerRunner{out: "bash 4\ngo version go1.11.13 linux/amd64\n"}
-	v, err := (&Builder{Runner: cross}).CheckKubeletImage(context.Background(), "k8s.gcr.io/kube-cross:v1.11.13-1")
-	if err != nil || v != "go1.11.13" {
-		t.Fatalf("kube-cross: %q %v", v, err)
+	v, id, err := (&Builder{Runner: cross}).CheckKubeletImage(context.Background(), "k8s.gcr.io/kube-cross:v1.11.13-1")
+	if err != nil || v != "go1.11.13" || id != testImageID {
+		t.Fatalf("kube-cross: %q %q %v", v, id, err)
+	}
+}
+
+// The runc image check reads the Go, the C compiler and libseccomp from
+// the image, names everything missing at once, and passes the tags and
+// static as arguments, never inside the script.
+func TestCheckRuncImage(t *testing.T) {
+	golang := &dockerRunner{out: "go: go version go1.12.17 linux/amd64\ncc: gcc (Debian 8.3.0-6) 8.3.0\nmissing: libseccomp\nlibc.a: /usr/lib/x86_64-linux-gnu/libc.a\n"}
+	_, err := (&Builder{Runner: golang}).CheckRuncImage(context.Background(), "golang:1.12", []string{"seccomp", "nokmem"}, true)
+	var ie *ImageError
+	if !errors.As(err, &ie) || len(ie.Missing) != 1 || !strings.Contains(err.Error(), "libseccomp-dev pkg-config") || !strings.Contains(err.Error(), "host mode") {
+		t.Fatalf("golang image without libseccomp: %v", err)
+	}
+	if n := len(golang.args); n < 4 || golang.args[n-4] != runcImageScript || golang.args[n-2] != "seccomp" || golang.args[n-1] != "static" || !slices.Contains(golang.args, "golang:1.12") {
+		t.Errorf("image check command: %q", golang.args)
+	}
+	bare := &dockerRunner{out: "missing: go\nmissing: gcc\nmissing: libseccomp\n"}
+	if _, err := (&Builder{Runner: bare}).CheckRuncImage(context.Background(), "debian:12", []string{"seccomp"}, false); !errors.As(err, &ie) || len(ie.Missing) != 3 {
+		t.Errorf("bare image: %v", err)
+	}
+	full := &dockerRunner{out: "go: go version go1.12.17 linux/amd64\ncc: gcc (Debian 12.2.0-14) 12.2.0\nlibseccomp: 2.5.4\npkgconfig: -lseccomp\nlibseccomp.a: /usr/lib/x86_64-linux-gnu/libseccomp.a\nlibc.a: /usr/lib/x86_64-linux-gnu/libc.a\n"}
+	info, err := (&Builder{Runner: full}).CheckRuncImage(context.Background(), "mine:1.12", []string{"seccomp"}, true)
+	if err != nil || info.ID != testImageID || info.GoVersion != "go1.12.17" || info.Cgo.Libseccomp != "2.5.4" || info.Cgo.LibseccompStatic == "" || !strings.HasPrefix(info.Cgo.CC, "gcc ") {
+		t.Fatalf("full image: %+v %v", info, err)
 	}
 }

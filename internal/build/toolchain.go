@@ -37,6 +37,17 @@ type Toolchain struct {
 	// Source is host, era or an exact version that was asked for.
 	Source string `json:"source,omitempty"`
 	Image  string `json:"image,omitempty"`
+	// ImageID is the checked image's ID (CheckRuncImage), which the
+	// container build runs instead of the Image name.
+	ImageID string `json:"imageID,omitempty"`
+}
+
+// image is what docker runs: the checked ID when there is one.
+func (t Toolchain) image() string {
+	if t.ImageID != "" {
+		return t.ImageID
+	}
+	return t.Image
 }
 
 // Env returns the variables a command run with this toolchain needs.

@@ -68,11 +68,13 @@ type BuildInfo struct {
 	GoRequested string   `json:"goRequested"`
 	GoUsed      string   `json:"goUsed"`
 	// GoSource is how the Go was chosen: host, era or an exact version.
-	GoSource string            `json:"goSource,omitempty"`
-	Mode     string            `json:"mode"`
-	Image    string            `json:"image,omitempty"`
-	Args     []string          `json:"args"`
-	Env      map[string]string `json:"env"`
+	GoSource string `json:"goSource,omitempty"`
+	Mode     string `json:"mode"`
+	Image    string `json:"image,omitempty"`
+	// ImageID is the container-mode image that built it, by content.
+	ImageID string            `json:"imageID,omitempty"`
+	Args    []string          `json:"args"`
+	Env     map[string]string `json:"env"`
 	// Target is the nodes the binary is for (verify/target), GOAMD64 the
 	// x86-64 level it was compiled for.
 	Target  string `json:"target,omitempty"`

@@ -11,13 +11,10 @@ package mirror
 // tests.
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
@@ -29,92 +26,6 @@ import (
 	"github.com/nokmem/nokmem/internal/signing/signingtest"
 	"github.com/nokmem/nokmem/internal/testenv"
 )
-
-// debianNode makes a minimal Debian root with debootstrap (suite and
-// mirror: NOKMEM_TEST_DEBIAN_SUITE, default this host's Debian release or
-// bookworm; NOKMEM_TEST_DEBIAN_MIRROR, default http://deb.debian.org/debian)
-// and removes its repositories. Outside CI a debootstrap that cannot reach
-// the mirror skips the test; in CI it fails it.
-func debianNode(t *testing.T) string {
-	t.Helper()
-	suite := os.Getenv("NOKMEM_TEST_DEBIAN_SUITE")
-	if suite == "" {
-		suite = hostDebianSuite()
-	}
-	archive := os.Getenv("NOKMEM_TEST_DEBIAN_MIRROR")
-	if archive == "" {
-		archive = "http://deb.debian.org/debian"
-	}
-	root := filepath.Join(t.TempDir(), "node")
-	t.Cleanup(func() { unmountUnder(t, root) })
-	out, err := exec.Command("debootstrap", "--variant=minbase", suite, root, archive).CombinedOutput()
-	if err != nil {
-		msg := fmt.Sprintf("debootstrap --variant=minbase %s %s %s: %v\n%s", suite, root, archive, err, tailLines(string(out), 15))
-		if testenv.InCI() {
-			t.Fatal(msg)
-		}
-		t.Skip("cannot make a Debian root here: " + msg)
-	}
-	os.Remove(filepath.Join(root, "etc/apt/sources.list"))
-	entries, _ := os.ReadDir(filepath.Join(root, "etc/apt/sources.list.d"))
-	for _, e := range entries {
-		os.Remove(filepath.Join(root, "etc/apt/sources.list.d", e.Name()))
-	}
-	os.RemoveAll(filepath.Join(root, "var/lib/apt/lists"))
-	os.MkdirAll(filepath.Join(root, "var/lib/apt/lists/partial"), 0o755)
-	return root
-}
-
-// hostDebianSuite is this host's Debian codename, or bookworm.
-func hostDebianSuite() string {
-	b, _ := os.ReadFile("/etc/os-release")
-	var id, codename string
-	for _, l := range strings.Split(string(b), "\n") {
-		k, v, _ := strings.Cut(l, "=")
-		v = strings.Trim(v, `"`)
-		switch k {
-		case "ID":
-			id = v
-		case "VERSION_CODENAME":
-			codename = v
-		}
-	}
-	if id == "debian" && codename != "" {
-		return codename
-	}
-	return "bookworm"
-}
-
-// unmountUnder detaches whatever a failed debootstrap left mounted in
-// root (proc, sys), deepest first, so the temporary directory can go.
-func unmountUnder(t *testing.T, root string) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	var mounts []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fs := strings.Fields(sc.Text()); len(fs) > 4 && strings.HasPrefix(fs[4], root+"/") {
-			mounts = append(mounts, fs[4])
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
-	for _, m := range mounts {
-		if out, err := exec.Command("umount", "-l", m).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", m, err, out)
-		}
-	}
-}
-
-func tailLines(s string, n int) string {
-	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(ls) > n {
-		ls = ls[len(ls)-n:]
-	}
-	return strings.Join(ls, "\n")
-}
 
 // node runs commands inside a Debian root as its administrator would.
 type node struct {
@@ -143,7 +54,7 @@ func (n *node) path(p string) string { return filepath.Join(n.root, p) }
 
 func TestDebianNodeInstallsPinsWiresAndRemoves(t *testing.T) {
 	testenv.RequireRoot(t)
-	needTools(t, "debootstrap", "chroot", "createrepo_c", "dpkg-scanpackages", "go", "git")
+	needTools(t, "chroot", "createrepo_c", "dpkg-scanpackages", "go", "git")
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +92,7 @@ func TestDebianNodeInstallsPinsWiresAndRemoves(t *testing.T) {
 	}
 	stubs[depStub(t, packaging.Dir(d), "deb", "kubelet", "1.13.13", signer)] = true
 
-	n := &node{t: t, root: debianNode(t)}
+	n := &node{t: t, root: testenv.DebianRoot(t)}
 	check := admit(d)
 	if _, err := (&Publisher{Runner: run.Local{}, Signer: signer, URL: "file:///srv/nokmem", Admit: func(p string) error {
 		if stubs[p] {

@@ -65,7 +65,13 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 		// The release's Go is read from the tree, which is not fetched
 		// yet: the key takes the setting (and the matrix's era) instead.
 		goKey := c.BuildImage
-		if c.Mode != build.ModeContainer {
+		if c.Mode == build.ModeContainer {
+			// The image by content when it is here (a moved tag is another
+			// image); by name until it is pulled.
+			if id, err := (&build.Builder{Runner: c.Runner}).ImageID(ctx, c.BuildImage); err == nil {
+				goKey = id
+			}
+		} else {
 			goKey = c.GoToolchain + "|" + rel.Go
 			if c.GoToolchain == build.SourceHost {
 				tc, err := build.ResolveToolchain(ctx, c.Runner, build.ToolchainRequest{Mode: c.Mode, GoBin: c.GoBin, Toolchain: c.GoToolchain})
@@ -229,7 +235,7 @@ func BuildKubelet(ctx context.Context, c *Config, version string) (*Result, erro
 			TreeCommit: treeCommit, Matrix: rel.Origin, Pinned: pinned, Notice: upstreamNotice(co.Dir, "vendor/github.com/opencontainers/runc/NOTICE")},
 		Patches: applied,
 		Build: dist.BuildInfo{Tags: tags, GoRequested: goVer + " (" + goFrom + ")", GoUsed: tc.Version, GoSource: tc.Source, Mode: string(br.Mode),
-			Image: tc.Image, Args: br.Args, Env: br.Env, Target: tgt.Name, GOAMD64: goamd64, Toolkit: c.ToolkitRevision},
+			Image: tc.Image, ImageID: tc.ImageID, Args: br.Args, Env: br.Env, Target: tgt.Name, GOAMD64: goamd64, Toolkit: c.ToolkitRevision},
 		Checks: map[string]any{"source": srcCheck, "vendoredRunc": id, "version": want, "kubeletVersion": kv,
 			"treeAfterMake": after, "buildScripts": scripts, "embeddedPaths": paths},
 	}
@@ -261,7 +267,7 @@ func (c *Config) kubeletGo(ctx context.Context, version, matrixGo, tree string, 
 		return "", "", tc, nil, &UserError{Msg: err.Error()}
 	}
 	if c.Mode == build.ModeContainer && pre != nil && pre.imageGo != "" {
-		tc.Version = pre.imageGo // what the image really has
+		tc.Version, tc.ImageID = pre.imageGo, pre.imageID // what the image really has
 	}
 	if kube.Minor(tc.Version) != kube.Minor(goVer) {
 		msg := fmt.Sprintf("kubelet %s was released with Go %s (%s) but the Go chosen is %s; old vendored dependencies are not safe on a much newer Go. "+

@@ -20,6 +20,8 @@ import (
 type kubePrereqs struct {
 	// imageGo is the Go of the build image (container mode).
 	imageGo string
+	// imageID is the checked build image, which the build runs.
+	imageID string
 }
 
 // kubeletPrereqs checks, before anything is fetched, everything Kubernetes'
@@ -45,11 +47,11 @@ func (c *Config) kubeletPrereqs(ctx context.Context, rel matrix.Release) (*kubeP
 				"the golang:<version> images lack rsync. Set NOKMEM_BUILD_IMAGE to Kubernetes' own build image (k8s.gcr.io/kube-cross:<the tree's build/build-image/cross/VERSION>, " +
 				"e.g. v1.11.13-1 for v1.13.12) or to an image FROM golang:<the release's Go> with rsync added, or build in host mode (the default). Nothing was fetched"}
 		}
-		v, err := (&build.Builder{Runner: c.Runner}).CheckKubeletImage(ctx, c.BuildImage)
+		v, id, err := (&build.Builder{Runner: c.Runner}).CheckKubeletImage(ctx, c.BuildImage)
 		if err != nil {
 			return nil, &UserError{Msg: err.Error()}
 		}
-		return &kubePrereqs{imageGo: v}, nil
+		return &kubePrereqs{imageGo: v, imageID: id}, nil
 	}
 	if err := build.CheckKubeletTools(ctx, c.Runner); err != nil {
 		return nil, &UserError{Msg: err.Error()}

@@ -23,7 +23,7 @@ import (
 const RuncImportPath = "github.com/opencontainers/runc"
 
 // keySchema changes whenever the meaning of the input key changes.
-const keySchema = "nokmem-runc-key/2"
+const keySchema = "nokmem-runc-key/3"
 
 // goamd64 is the x86-64 level every nokmem binary is compiled for: the
 // baseline, which every target runs (set explicitly, so a GOAMD64 in the
@@ -66,10 +66,18 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 	}
 	static := &build.Static{Tags: rel.Static.Tags, InstallSuffix: rel.Static.InstallSuffix}
 	var cgo build.CgoInfo
-	if c.Mode != build.ModeContainer {
-		if cgo, err = build.CheckCgoDeps(ctx, c.Runner, rel.BuildTags, true); err != nil {
+	if c.Mode == build.ModeContainer {
+		// What the image really holds, before anything is fetched.
+		img, err := (&build.Builder{Runner: c.Runner}).CheckRuncImage(ctx, tc.Image, rel.BuildTags, true)
+		if err != nil {
 			return nil, &UserError{Msg: err.Error()}
 		}
+		tc.Version, tc.ImageID, cgo = img.GoVersion, img.ID, img.Cgo
+		if rel.Go != "" && target.GoMinor(tc.Version) != target.GoMinor("go"+rel.Go) {
+			c.logf("WARNING: runc %s is built with the %s of image %s; the release was built with Go %s", version, tc.Version, tc.Image, rel.Go)
+		}
+	} else if cgo, err = build.CheckCgoDeps(ctx, c.Runner, rel.BuildTags, true); err != nil {
+		return nil, &UserError{Msg: err.Error()}
 	}
 	patchSums := make([]string, len(chosen))
 	for i, p := range chosen {
@@ -77,7 +85,7 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 	}
 	// Everything that changes the binary's bytes or its verification.
 	key := inputKey(keySchema, rel.Version, rel.Commit, rel.Strategy, rel.BuildTags, rel.Layout, patchSums,
-		tc.Version, tc.Image, c.Mode, c.AllowStaticOnly, static, build.StaticLDFlags, goamd64, cgo, tgt.Name,
+		tc.Version, tc.Image, tc.ImageID, c.Mode, c.AllowStaticOnly, static, build.StaticLDFlags, goamd64, cgo, tgt.Name,
 		c.ToolkitRevision, c.dynamic())
 	// workTree serves a cache hit (before and after waiting for the lock).
 	f, co, gopath, unlock, hit, err := c.workTree(ctx, "runc", c.RepoURL, "NOKMEM_RUNC_REPO", RuncImportPath, rel, c.cacheCheck("runc", version, key))
@@ -145,7 +153,7 @@ func BuildRunc(ctx context.Context, c *Config, version string) (*Result, error) 
 			TreeCommit: treeCommit, Matrix: rel.Origin, Pinned: "pinned", Notice: upstreamNotice(srcDir, "NOTICE")},
 		Patches: applied,
 		Build: dist.BuildInfo{Tags: rel.BuildTags, GoRequested: rel.Go, GoUsed: tc.Version, GoSource: tc.Source, Mode: string(br.Mode),
-			Image: tc.Image, Args: br.Args, Env: br.Env, Target: tgt.Name, GOAMD64: goamd64, Static: static, Cgo: cgo,
+			Image: tc.Image, ImageID: tc.ImageID, Args: br.Args, Env: br.Env, Target: tgt.Name, GOAMD64: goamd64, Static: static, Cgo: cgo,
 			Toolkit: c.ToolkitRevision},
 		Checks: map[string]any{"source": check},
 	}

@@ -44,7 +44,7 @@ var All = []Setting{
 	{"NOKMEM_GO", "go", "the go binary to build with in host mode"},
 	{"NOKMEM_GO_TOOLCHAIN", "", "host (NOKMEM_GO), era (the release's own Go minor, latest patch, through the module proxy; GOPROXY is honoured) or an exact version such as go1.22.12; unset: the matrix's choice per release"},
 	{"NOKMEM_TARGET", "el7", "the nodes the binaries are for: el7, el8, el9 or debian11 (glibc, libseccomp, kernel, x86-64 level); a binary that cannot start there fails verification"},
-	{"NOKMEM_BUILD_IMAGE", "golang:<era>", "container image for container mode (it needs libseccomp-dev for the seccomp tag)"},
+	{"NOKMEM_BUILD_IMAGE", "golang:<era>", "container image for container mode; for runc it needs gcc, libc6-dev, libseccomp-dev and pkg-config (golang:<era> lacks libseccomp), checked before fetching"},
 	{"NOKMEM_ALLOW_STATIC_ONLY", "0", "1: accept static verification alone where the dynamic check cannot run (not root, no cgroup v1)"},
 	{"NOKMEM_DYNAMIC", "auto", "auto, require or off (off only for verify targets; require makes builds fail where the dynamic check cannot run)"},
 	{"NOKMEM_PACKAGE_RELEASE", "1.nokmem", "package release field (sorts after upstream's 0 / 00; RPMs add the target's dist tag, e.g. .el7); raise it to republish changed bytes"},
