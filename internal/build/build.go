@@ -239,7 +239,7 @@ func (b *Builder) Build(ctx context.Context, r *Request) (*Result, error) {
 		return nil, fmt.Errorf("build: unknown mode %q (want host or container)", r.Mode)
 	}
 	res.Args = cmd.Args
-	if _, err := b.Runner.Run(ctx, cmd); err != nil {
+	if _, err := b.runBuild(ctx, cmd); err != nil {
 		os.Remove(r.Output)
 		return nil, fmt.Errorf("go build failed: %w", err)
 	}

@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -69,7 +70,7 @@ func TestContainerModeRunsTheSameBuildInTheEraImage(t *testing.T) {
 	// The fake writes no binary, so Build fails after the command ran.
 	b.Build(context.Background(), r)
 	got := strings.Join(f.calls[0], " ")
-	for _, want := range []string{"docker run --rm --network=none -v /w/gopath:/w/gopath", "-w /w/gopath/src/github.com/opencontainers/runc", "-e GO111MODULE=off", "golang:1.12 go build"} {
+	for _, want := range []string{"docker run --rm --network=none --name " + ContainerPrefix, " -v /w/gopath:/w/gopath ", fmt.Sprintf(" --user %d:%d ", os.Getuid(), os.Getgid()), "-w /w/gopath/src/github.com/opencontainers/runc", "-e GO111MODULE=off", "golang:1.12 go build"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("container command lacks %q:\n%s", want, got)
 		}

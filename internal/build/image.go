@@ -2,11 +2,14 @@ package build
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nokmem/nokmem/internal/run"
 )
@@ -135,8 +138,14 @@ func (b *Builder) ImageID(ctx context.Context, image string) (string, error) {
 // same as in host mode), run as the user who owns the work tree and the
 // output (what it writes stays theirs, and git inside finds the tree owned
 // by its user), in workdir, with env and nothing else of this process's.
+//
+// The container is named (ContainerPrefix and a random suffix) so that a
+// cancelled build can remove it: killing the docker client does not stop
+// its container (runBuild).
 func dockerRun(docker string, mounts []string, workdir string, env map[string]string, image string, command ...string) run.Cmd {
-	c := []string{docker, "run", "--rm", "--network=none"}
+	suffix := make([]byte, 8)
+	rand.Read(suffix)
+	c := []string{docker, "run", "--rm", "--network=none", "--name", ContainerPrefix + hex.EncodeToString(suffix)}
 	for _, m := range mounts {
 		c = append(c, "-v", m+":"+m)
 	}
@@ -145,4 +154,25 @@ func dockerRun(docker string, mounts []string, workdir string, env map[string]st
 		c = append(c, "-e", k+"="+env[k])
 	}
 	return run.Cmd{Args: append(append(c, image), command...)}
+}
+
+// ContainerPrefix starts the name of every container-mode build container.
+const ContainerPrefix = "nokmem-build-"
+
+// runBuild runs a build command; when it is a container build (dockerRun)
+// that fails or is cancelled, the container is removed: the docker client
+// exits (or is killed with the context) while its container would go on
+// compiling into the work tree and the staging directory.
+func (b *Builder) runBuild(ctx context.Context, cmd run.Cmd) ([]byte, error) {
+	out, err := b.Runner.Run(ctx, cmd)
+	if err == nil || len(cmd.Args) < 2 || cmd.Args[1] != "run" {
+		return out, err
+	}
+	if i := slices.Index(cmd.Args, "--name"); i > 0 && i+1 < len(cmd.Args) && strings.HasPrefix(cmd.Args[i+1], ContainerPrefix) {
+		rm, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		// Fails harmlessly when --rm has removed it already.
+		b.Runner.Run(rm, run.Cmd{Args: []string{cmd.Args[0], "rm", "-f", cmd.Args[i+1]}})
+	}
+	return out, err
 }

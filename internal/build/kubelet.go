@@ -161,7 +161,7 @@ func (b *Builder) BuildKubelet(ctx context.Context, r *KubeletRequest) (*Result,
 		return nil, "", fmt.Errorf("build: unknown mode %q", r.Mode)
 	}
 	res.Args = cmd.Args
-	if _, err := b.Runner.Run(ctx, cmd); err != nil {
+	if _, err := b.runBuild(ctx, cmd); err != nil {
 		return nil, "", fmt.Errorf("make all WHAT=cmd/kubelet failed: %w", err)
 	}
 	for _, o := range KubeletOutputs {
@@ -249,7 +249,7 @@ func (b *Builder) BuildProbe(ctx context.Context, r *KubeletRequest, style, out 
 		}
 		cmd = dockerRun(b.docker(), []string{mount, filepath.Dir(out)}, r.Tree, env, r.Toolchain.image(), append([]string{"go"}, args...)...)
 	}
-	_, err = b.Runner.Run(ctx, cmd)
+	_, err = b.runBuild(ctx, cmd)
 	if err != nil {
 		return fmt.Errorf("build the kmem probe: %w", err)
 	}

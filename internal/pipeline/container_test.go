@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nokmem/nokmem/internal/build"
 	"github.com/nokmem/nokmem/internal/dist"
@@ -143,6 +144,20 @@ func TestContainerModeBuildsInARealImage(t *testing.T) {
 	}
 	t.Logf("built in %s (%s): %s, %s, libseccomp %s", tag, id, tc.Version, bi.Cgo.CC, bi.Cgo.Libseccomp)
 
+	// Cancelled while the container compiles: the build fails as
+	// cancelled and its container does not go on.
+	cc := *c
+	cc.DistDir = filepath.Join(t.TempDir(), "dist")
+	cc.CacheDir = filepath.Join(t.TempDir(), "cache")
+	cctx, cancel := context.WithCancel(ctx)
+	cc.Runner = cancelInGoBuild{run.Local{}, cancel}
+	if _, err := BuildRunc(cctx, &cc, "v1.0.0-rc9"); err == nil {
+		t.Fatal("a cancelled container build succeeded")
+	}
+	if out, _ := exec.Command("docker", "ps", "-aq", "--filter", "name="+build.ContainerPrefix).Output(); strings.TrimSpace(string(out)) != "" {
+		t.Errorf("the cancelled build left its container: %s", out)
+	}
+
 	// The tag now names an image without the static archives.
 	bad := derivedImage(t, tag, "rm -f /usr/lib/x86_64-linux-gnu/libseccomp.a")
 	if out, err := exec.Command("docker", "tag", bad, tag).CombinedOutput(); err != nil {
@@ -157,4 +172,18 @@ func TestContainerModeBuildsInARealImage(t *testing.T) {
 		t.Errorf("the refused build changed dist/:\n%s\n---\n%s", before, after)
 	}
 	t.Logf("refused: %v", err)
+}
+
+// cancelInGoBuild cancels the build two seconds into the container's go
+// build.
+type cancelInGoBuild struct {
+	run.Runner
+	cancel context.CancelFunc
+}
+
+func (c cancelInGoBuild) Run(ctx context.Context, cmd run.Cmd) ([]byte, error) {
+	if len(cmd.Args) > 1 && cmd.Args[1] == "run" && slices.Contains(cmd.Args, "build") {
+		time.AfterFunc(2*time.Second, c.cancel)
+	}
+	return c.Runner.Run(ctx, cmd)
 }
